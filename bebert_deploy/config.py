@@ -1,0 +1,68 @@
+"""Explicit run configuration, serialised to JSON inside every checkpoint."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from bebert_deploy.models.bert import QuantConfig
+
+
+@dataclass
+class BoostConfig:
+    """How BEBERT's AdaBoost runs (see bebert_deploy.training.adaboost).
+
+    alpha: 'samme' (ln((1-e)/e) + ln(K-1), renormalised weights) or 'paper' (0.5 ln((1-e)/e)).
+    weighting: 'loss' (sample weights scale the loss) or 'resample' (weighted draw with replacement per epoch).
+    vote: 'soft' (sum alpha_i softmax_i) or 'hard' (alpha-weighted majority vote).
+    warm_start: each member starts from the previous member's weights (official code) instead of the
+    common binary initialisation.
+    """
+
+    members: int = 2
+    alpha: str = "samme"
+    weighting: str = "loss"
+    vote: str = "soft"
+    warm_start: bool = False
+
+    @classmethod
+    def paper(cls, members: int = 2) -> "BoostConfig":
+        """The official BEBERT code's setting."""
+        return cls(members=members, alpha="paper", weighting="resample", vote="hard", warm_start=True)
+
+
+@dataclass
+class TrainConfig:
+    """Everything `bebert-deploy train` needs. Defaults are sized for a 2-core CPU (minutes)."""
+
+    task: str = "rotten-tomatoes"
+    data_dir: str | None = None          # folder with train.tsv/dev.tsv; None = the fetched dataset
+    base: str | None = None              # BERT folder; None = the built-in all-MiniLM-L6-v2
+    teacher: str | None = None           # existing checkpoint whose full-precision teacher is reused
+    max_len: int = 64
+    train_limit: int | None = 2000
+    dev_limit: int | None = 500
+    batch_size: int = 32
+    teacher_epochs: int = 2
+    teacher_lr: float = 5e-5
+    ternary_epochs: int = 1
+    member_epochs: int = 2
+    lr: float = 1e-4
+    step_lr: float = 1e-3                # LSQ steps (BinaryBERT: clip_lr 1e-4 over far more steps)
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    kd: str = "pred"                     # none | pred | two_stage
+    tws: bool = True
+    width: float = 0.5
+    seed: int = 42
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    boost: BoostConfig = field(default_factory=BoostConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["quant"] = QuantConfig(**d.get("quant", {}))
+        d["boost"] = BoostConfig(**d.get("boost", {}))
+        return cls(**d)

@@ -1,0 +1,1 @@
+"""Training core: quantized fine-tuning, TWS, distillation, AdaBoost (needs torch)."""

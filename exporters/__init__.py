@@ -1,0 +1,1 @@
+"""Exporters: ONNX and TFLite lowering of BEBERT checkpoints."""

@@ -1,0 +1,1 @@
+"""BERT with binary layers, quantizers and the BEBERT ensemble (needs torch)."""

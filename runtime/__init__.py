@@ -1,0 +1,1 @@
+"""Runtime: packed-bit kernels, custom-op libraries, sessions and benchmarks (no torch needed)."""

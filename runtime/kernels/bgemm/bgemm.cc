@@ -1,0 +1,211 @@
+// Driver of the binary linear layer: argument checks, activation quantization into bit planes, ISA
+// dispatch of the hot loops (bgemm_<isa>.cc), and the scale/offset/bias epilogue shared by every ISA.
+#include "bgemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../core/bitpack.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace bebert {
+
+namespace {
+
+constexpr int kBlockN = 64;  // rows of W per parallel task: 64 rows * K bits stay in L1 across all M rows
+
+struct Planes {
+  std::vector<uint64_t> bits;  // [M][B][Wd]
+  std::vector<int32_t> usum;   // [M], sum of the unsigned codes u = q - qn (kInt)
+  int B = 0;
+  int qn = 0;
+  float offset = 0.0f;         // asymmetric zero offset (min of X)
+};
+
+// Quantizes X per ActQuant into B bit planes of the unsigned code u = q - qn (kInt) or one sign plane (kSign).
+Planes quantize(const BinaryLinearArgs& a, const ActQuant& q) {
+  Planes p;
+  const int Wd = words_per_row(a.K);
+  const int M = a.M, K = a.K;
+  if (q.mode == ActMode::kSign) {
+    p.B = 1;
+    p.bits.assign(static_cast<size_t>(M) * Wd, 0);
+    for (int m = 0; m < M; ++m) {
+      const float* xr = a.x + static_cast<size_t>(m) * K;
+      uint64_t* dst = p.bits.data() + static_cast<size_t>(m) * Wd;
+      for (int k = 0; k < K; ++k)
+        if (xr[k] < 0.0f) dst[k >> 6] |= uint64_t{1} << (k & 63);  // bit 1 <=> -1, same as the weights
+    }
+    return p;
+  }
+  p.B = q.bits;
+  const int qn = q.symmetric ? -(1 << (q.bits - 1)) : 0;
+  const int qp = q.symmetric ? (1 << (q.bits - 1)) - 1 : (1 << q.bits) - 1;
+  p.qn = qn;
+  if (!q.symmetric) {
+    float mn = a.x[0];
+    const size_t n = static_cast<size_t>(M) * K;
+    for (size_t i = 1; i < n; ++i) mn = std::min(mn, a.x[i]);
+    p.offset = mn;
+  }
+  p.bits.assign(static_cast<size_t>(M) * p.B * Wd, 0);
+  p.usum.assign(M, 0);
+  for (int m = 0; m < M; ++m) {
+    const float* xr = a.x + static_cast<size_t>(m) * K;
+    uint64_t* dst = p.bits.data() + static_cast<size_t>(m) * p.B * Wd;
+    int32_t s = 0;
+    for (int k = 0; k < K; ++k) {
+      // (x - offset) / step then round-half-even: the same float operations as the PyTorch quantizer.
+      float v = std::nearbyint((xr[k] - p.offset) / q.step);
+      v = std::min(std::max(v, static_cast<float>(qn)), static_cast<float>(qp));
+      const uint32_t u = static_cast<uint32_t>(static_cast<int>(v) - qn);
+      s += static_cast<int32_t>(u);
+      for (int j = 0; j < p.B; ++j)
+        if ((u >> j) & 1u) dst[static_cast<size_t>(j) * Wd + (k >> 6)] |= uint64_t{1} << (k & 63);
+    }
+    p.usum[m] = s;
+  }
+  return p;
+}
+
+std::vector<int32_t> row_sums(const uint8_t* w, int N, int K) {
+  std::vector<int32_t> out(N);
+  const int Wd = words_per_row(K);
+  for (int n = 0; n < N; ++n) {
+    const uint8_t* row = w + static_cast<size_t>(n) * Wd * 8;
+    int32_t pc = 0;
+    for (int b = 0; b < Wd * 8; ++b) pc += __builtin_popcount(row[b]);
+    out[n] = K - 2 * pc;
+  }
+  return out;
+}
+
+using CountsFn = void (*)(const CountArgs&, int, int);
+using FloatFn = void (*)(const float*, int, int, const uint8_t*, int, float*, int, int);
+
+CountsFn counts_for(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx2: return counts_avx2;
+    case Isa::kNeon: return counts_neon;
+    default: return counts_scalar;
+  }
+}
+
+FloatFn floats_for(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx2: return float_dots_avx2;
+    case Isa::kNeon: return float_dots_neon;
+    default: return float_dots_scalar;
+  }
+}
+
+template <typename F>
+void parallel_blocks(int N, int threads, F&& body) {
+  const int blocks = (N + kBlockN - 1) / kBlockN;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(std::max(1, threads)) if (threads > 1 && blocks > 1)
+  for (int b = 0; b < blocks; ++b) body(b * kBlockN, std::min(N, (b + 1) * kBlockN));
+}
+
+}  // namespace
+
+std::string validate(const BinaryLinearArgs& a) {
+  if (a.M < 1 || a.N < 1 || a.K < 1) return "M, N and K must be positive";
+  if (a.S < 1 || a.S > 2) return "S (number of TWS parts) must be 1 or 2";
+  if (!a.x || !a.w || !a.alpha || !a.act || !a.y) return "null input or output pointer";
+  for (int s = 0; s < a.S; ++s) {
+    const ActQuant& q = a.act[s];
+    if (q.mode == ActMode::kInt) {
+      if (q.bits < 2 || q.bits > 8) return "integer activations need 2..8 bits";
+      if (!(q.step > 0.0f) || !std::isfinite(q.step)) return "activation step must be a positive finite number";
+    } else if (q.mode != ActMode::kFloat && q.mode != ActMode::kSign) {
+      return "unknown activation mode";
+    }
+  }
+  if (a.threads < 1) return "threads must be >= 1";
+  return "";
+}
+
+void binary_linear(const BinaryLinearArgs& a, Isa isa) {
+  if (isa == Isa::kAuto || !isa_supported(isa)) isa = best_isa();
+  const int M = a.M, N = a.N, K = a.K;
+  const int Wd = words_per_row(K);
+  const size_t wstride = static_cast<size_t>(N) * row_bytes(K);
+  for (size_t i = 0; i < static_cast<size_t>(M) * N; ++i) a.y[i] = 0.0f;
+  std::vector<float> fbuf;
+  std::vector<int32_t> cbuf;
+  for (int s = 0; s < a.S; ++s) {
+    const ActQuant& q = a.act[s];
+    const uint8_t* w = a.w + s * wstride;
+    const float* alpha = a.alpha + static_cast<size_t>(s) * N;
+    if (q.mode == ActMode::kFloat) {
+      fbuf.assign(static_cast<size_t>(M) * N, 0.0f);
+      FloatFn fn = floats_for(isa);
+      parallel_blocks(N, a.threads, [&](int n0, int n1) { fn(a.x, M, K, w, N, fbuf.data(), n0, n1); });
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) a.y[static_cast<size_t>(m) * N + n] += alpha[n] * fbuf[static_cast<size_t>(m) * N + n];
+      continue;
+    }
+    Planes p = quantize(a, q);
+    std::vector<int32_t> rs = row_sums(w, N, K);
+    cbuf.assign(static_cast<size_t>(M) * N, 0);
+    CountArgs c{p.bits.data(), p.B, reinterpret_cast<const uint64_t*>(w), Wd, M, N, q.mode == ActMode::kSign, cbuf.data()};
+    CountsFn fn = counts_for(isa);
+    parallel_blocks(N, a.threads, [&](int n0, int n1) { fn(c, n0, n1); });
+    for (int m = 0; m < M; ++m) {
+      for (int n = 0; n < N; ++n) {
+        const int32_t cnt = cbuf[static_cast<size_t>(m) * N + n];
+        float val;
+        if (q.mode == ActMode::kSign) {
+          val = static_cast<float>(K - 2 * cnt);
+        } else {
+          // sum_k q_k s_k = sum_k u_k s_k + qn * rowsum = (usum - 2 * sum_{bit=1} u) + qn * rowsum
+          const int32_t qdot = p.usum[m] - 2 * cnt + p.qn * rs[n];
+          val = q.step * static_cast<float>(qdot) + p.offset * static_cast<float>(rs[n]);
+        }
+        a.y[static_cast<size_t>(m) * N + n] += alpha[n] * val;
+      }
+    }
+  }
+  if (a.bias)
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) a.y[static_cast<size_t>(m) * N + n] += a.bias[n];
+}
+
+Isa best_isa() {
+#if defined(__aarch64__)
+  return Isa::kNeon;
+#elif defined(__x86_64__)
+  return isa_supported(Isa::kAvx2) ? Isa::kAvx2 : Isa::kScalar;
+#else
+  return Isa::kScalar;
+#endif
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return true;
+#if defined(__x86_64__)
+    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon: return true;
+#endif
+    default: return false;
+  }
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kNeon: return "neon";
+    default: return "auto";
+  }
+}
+
+}  // namespace bebert

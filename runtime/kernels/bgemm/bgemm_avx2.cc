@@ -1,0 +1,151 @@
+// x86-64 AVX2 hot loops, compiled with function-level target attributes so one binary runs on any x86-64
+// CPU (bgemm.cc only calls them after __builtin_cpu_supports("avx2")).
+//
+// Integer modes: bit-serial popcount. AVX2 has no vector popcount, so bytes are counted with the nibble
+// table lookup (pshufb, W. Mula), summed in byte lanes for up to 31 steps (31 * 8 < 256) and widened with
+// psadbw; R weight rows share each activation-plane load.
+// Float mode: a block of 8 weight rows is expanded to +-1.0f once and reused for every activation row (FMA).
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+#include "../core/bitpack.h"
+#include "bgemm.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+namespace bebert {
+namespace {
+
+#define BEBERT_AVX2 __attribute__((target("avx2,fma,popcnt")))
+
+BEBERT_AVX2 inline __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low) {
+  const __m256i lo = _mm256_and_si256(v, low);
+  const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+  return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+}
+
+BEBERT_AVX2 inline int64_t hsum64(__m256i v) {
+  const __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
+}
+
+template <int B, int R, bool XOR>
+BEBERT_AVX2 void counts_block(const CountArgs& c, int n) {
+  const int Wd = c.Wd, V = Wd / 4;
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i zero = _mm256_setzero_si256();
+  const uint64_t* wr[R];
+  for (int r = 0; r < R; ++r) wr[r] = c.w + static_cast<size_t>(n + r) * Wd;
+  for (int m = 0; m < c.M; ++m) {
+    const uint64_t* pm = c.planes + static_cast<size_t>(m) * B * Wd;
+    __m256i acc8[B][R], acc64[B][R];
+    for (int j = 0; j < B; ++j)
+      for (int r = 0; r < R; ++r) acc8[j][r] = acc64[j][r] = zero;
+    int since = 0;
+    for (int v = 0; v < V; ++v) {
+      __m256i wv[R];
+      for (int r = 0; r < R; ++r) wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + 4 * v));
+      for (int j = 0; j < B; ++j) {
+        const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pm + static_cast<size_t>(j) * Wd + 4 * v));
+        for (int r = 0; r < R; ++r) {
+          const __m256i t = XOR ? _mm256_xor_si256(p, wv[r]) : _mm256_and_si256(p, wv[r]);
+          acc8[j][r] = _mm256_add_epi8(acc8[j][r], popcnt_bytes(t, lut, low));
+        }
+      }
+      if (++since == 31) {
+        for (int j = 0; j < B; ++j)
+          for (int r = 0; r < R; ++r) {
+            acc64[j][r] = _mm256_add_epi64(acc64[j][r], _mm256_sad_epu8(acc8[j][r], zero));
+            acc8[j][r] = zero;
+          }
+        since = 0;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      int32_t total = 0;
+      for (int j = 0; j < B; ++j) {
+        int64_t pc = hsum64(_mm256_add_epi64(acc64[j][r], _mm256_sad_epu8(acc8[j][r], zero)));
+        for (int i = 4 * V; i < Wd; ++i) {
+          const uint64_t p = pm[static_cast<size_t>(j) * Wd + i];
+          pc += _mm_popcnt_u64(XOR ? (p ^ wr[r][i]) : (p & wr[r][i]));
+        }
+        total += static_cast<int32_t>(pc) << j;
+      }
+      c.counts[static_cast<size_t>(m) * c.N + n + r] = total;
+    }
+  }
+}
+
+template <int B, bool XOR>
+BEBERT_AVX2 void counts_rows(const CountArgs& c, int n0, int n1) {
+  constexpr int R = B <= 2 ? 4 : (B <= 4 ? 2 : 1);  // keep B * R byte + B * R wide accumulators in 16 registers
+  int n = n0;
+  for (; n + R <= n1; n += R) counts_block<B, R, XOR>(c, n);
+  for (; n < n1; ++n) counts_block<B, 1, XOR>(c, n);
+}
+
+}  // namespace
+
+BEBERT_AVX2 void counts_avx2(const CountArgs& c, int n0, int n1) {
+  if (c.use_xor) {
+    if (c.B == 1) return counts_rows<1, true>(c, n0, n1);
+  } else {
+    switch (c.B) {
+      case 1: return counts_rows<1, false>(c, n0, n1);
+      case 2: return counts_rows<2, false>(c, n0, n1);
+      case 3: return counts_rows<3, false>(c, n0, n1);
+      case 4: return counts_rows<4, false>(c, n0, n1);
+      default: break;
+    }
+  }
+  counts_scalar(c, n0, n1);  // 5..8-bit activations: correct, not tuned
+}
+
+BEBERT_AVX2 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
+  constexpr int RB = 4;
+  const int rb = row_bytes(K);
+  const int K8 = K / 8 * 8;
+  thread_local std::vector<float> signs;
+  signs.resize(static_cast<size_t>(RB) * K);
+  for (int nb = n0; nb < n1; nb += RB) {
+    const int rows = std::min(RB, n1 - nb);
+    for (int r = 0; r < rows; ++r) {
+      const uint8_t* row = w + static_cast<size_t>(nb + r) * rb;
+      for (int k = 0; k < K; ++k) signs[static_cast<size_t>(r) * K + k] = static_cast<float>(packed_sign(row, k));
+    }
+    for (int m = 0; m < M; ++m) {
+      const float* xr = x + static_cast<size_t>(m) * K;
+      __m256 acc[RB];
+      for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
+      for (int k = 0; k < K8; k += 8) {
+        const __m256 xv = _mm256_loadu_ps(xr + k);
+        for (int r = 0; r < RB; ++r)
+          acc[r] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(signs.data() + static_cast<size_t>(r) * K + k), acc[r]);
+      }
+      for (int r = 0; r < rows; ++r) {
+        const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        float s = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+        for (int k = K8; k < K; ++k) s += xr[k] * signs[static_cast<size_t>(r) * K + k];
+        y[static_cast<size_t>(m) * N + nb + r] = s;
+      }
+    }
+  }
+}
+
+}  // namespace bebert
+
+#else  // not x86-64: never dispatched
+
+namespace bebert {
+void counts_avx2(const CountArgs& c, int n0, int n1) { counts_scalar(c, n0, n1); }
+void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
+  float_dots_scalar(x, M, K, w, N, y, n0, n1);
+}
+}  // namespace bebert
+
+#endif

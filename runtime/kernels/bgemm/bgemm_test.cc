@@ -1,0 +1,115 @@
+// Standalone test of the binary linear kernels against a naive reference written from the definitions in
+// bgemm.h (unpacked signs, double arithmetic). Built natively and cross-built for aarch64 (run under
+// qemu-aarch64) by runtime/kernels/test_kernels.sh. Exit status 0 = all passed.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "../core/bitpack.h"
+#include "bgemm.h"
+
+using namespace bebert;
+
+namespace {
+
+int failures = 0;
+
+double ref_act(float x, const ActQuant& q, float offset) {
+  if (q.mode == ActMode::kFloat) return x;
+  if (q.mode == ActMode::kSign) return x < 0 ? -1.0 : 1.0;
+  const int qn = q.symmetric ? -(1 << (q.bits - 1)) : 0;
+  const int qp = q.symmetric ? (1 << (q.bits - 1)) - 1 : (1 << q.bits) - 1;
+  float v = std::nearbyint((x - offset) / q.step);
+  v = std::fmin(std::fmax(v, float(qn)), float(qp));
+  return double(q.step) * v + offset;
+}
+
+void reference(const BinaryLinearArgs& a, std::vector<double>& y) {
+  y.assign(size_t(a.M) * a.N, 0.0);
+  const int rb = row_bytes(a.K);
+  for (int s = 0; s < a.S; ++s) {
+    float offset = 0.0f;
+    if (a.act[s].mode == ActMode::kInt && !a.act[s].symmetric) {
+      offset = a.x[0];
+      for (size_t i = 0; i < size_t(a.M) * a.K; ++i) offset = std::fmin(offset, a.x[i]);
+    }
+    for (int m = 0; m < a.M; ++m)
+      for (int n = 0; n < a.N; ++n) {
+        const uint8_t* row = a.w + (size_t(s) * a.N + n) * rb;
+        double acc = 0;
+        for (int k = 0; k < a.K; ++k) acc += ref_act(a.x[size_t(m) * a.K + k], a.act[s], offset) * packed_sign(row, k);
+        y[size_t(m) * a.N + n] += a.alpha[size_t(s) * a.N + n] * acc;
+      }
+  }
+  if (a.bias)
+    for (int m = 0; m < a.M; ++m)
+      for (int n = 0; n < a.N; ++n) y[size_t(m) * a.N + n] += a.bias[n];
+}
+
+void run_case(std::mt19937& rng, int M, int N, int K, int S, ActQuant q, int fill, int threads) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(size_t(M) * K), alpha(size_t(S) * N), bias(N), y(size_t(M) * N), y0(size_t(M) * N);
+  std::vector<uint8_t> w(size_t(S) * N * row_bytes(K), 0);
+  for (auto& v : x) v = 3.0f * nd(rng);  // wide enough to hit the clip at both ends
+  for (auto& v : alpha) v = 0.1f + std::fabs(nd(rng));
+  for (auto& v : bias) v = nd(rng);
+  for (int s = 0; s < S; ++s)
+    for (int n = 0; n < N; ++n)
+      for (int k = 0; k < K; ++k) {
+        const bool neg = fill == 1 ? true : fill == 2 ? false : (rng() & 1);
+        if (neg) w[(size_t(s) * N + n) * row_bytes(K) + k / 8] |= uint8_t(1u << (k % 8));
+      }
+  std::vector<ActQuant> act(S, q);
+  BinaryLinearArgs a;
+  a.M = M; a.N = N; a.K = K; a.S = S; a.x = x.data(); a.w = w.data(); a.alpha = alpha.data();
+  a.bias = bias.data(); a.act = act.data(); a.y = y.data(); a.threads = threads;
+  if (!validate(a).empty()) { std::printf("FAIL validate: %s\n", validate(a).c_str()); ++failures; return; }
+  std::vector<double> ref;
+  reference(a, ref);
+  bool first = true;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kNeon}) {
+    if (!isa_supported(isa)) continue;
+    binary_linear(a, isa);
+    double worst = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      const double err = std::fabs(y[i] - ref[i]) / (1.0 + std::fabs(ref[i]));
+      worst = std::fmax(worst, err);
+    }
+    const bool ints = q.mode != ActMode::kFloat;
+    bool same = true;
+    if (first) y0 = y; else for (size_t i = 0; i < y.size(); ++i) same &= (y[i] == y0[i]);
+    first = false;
+    const double tol = 1e-5 * std::sqrt(double(K));
+    if (worst > tol || (ints && !same)) {
+      std::printf("FAIL isa=%s M=%d N=%d K=%d S=%d mode=%d bits=%d sym=%d fill=%d: rel err %.3g, identical=%d\n",
+                  isa_name(isa), M, N, K, S, int(q.mode), q.bits, int(q.symmetric), fill, worst, int(same));
+      ++failures;
+    }
+  }
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(7);
+  const int shapes[][3] = {{1, 1, 1}, {1, 5, 7}, {3, 9, 63}, {2, 17, 64}, {5, 33, 65}, {4, 70, 255},
+                           {7, 64, 256}, {2, 130, 384}, {1, 8, 1000}, {3, 12, 2049}};
+  std::vector<ActQuant> modes;
+  modes.push_back({ActMode::kFloat, 32, true, 1.0f});
+  modes.push_back({ActMode::kSign, 1, true, 1.0f});
+  for (int bits : {2, 3, 4, 8})
+    for (bool sym : {true, false}) modes.push_back({ActMode::kInt, bits, sym, 0.37f});
+  int cases = 0;
+  for (auto& s : shapes)
+    for (auto& q : modes)
+      for (int S : {1, 2})
+        for (int fill : {0, 1, 2}) {
+          if (fill && (S == 2 || s[2] > 300)) continue;
+          run_case(rng, s[0], s[1], s[2], S, q, fill, 1 + (cases % 2));
+          ++cases;
+        }
+  std::printf("%d cases, %d failures (best isa: %s)\n", cases, failures, isa_name(best_isa()));
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the kernel unit test natively and, when the Debian cross compiler and qemu-user are present,
+# for aarch64 (NEON path), and runs both. Usage: runtime/kernels/test_kernels.sh [--require-arm]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+srcs=("$here"/bgemm/bgemm.cc "$here"/bgemm/bgemm_scalar.cc "$here"/bgemm/bgemm_avx2.cc "$here"/bgemm/bgemm_neon.cc "$here"/bgemm/bgemm_test.cc)
+flags=(-std=c++17 -O2 -fopenmp -ffp-contract=off -Wall)
+g++ "${flags[@]}" "${srcs[@]}" -o "$out/test_native"
+"$out/test_native"
+if command -v aarch64-linux-gnu-g++-12 >/dev/null && command -v qemu-aarch64 >/dev/null; then
+  aarch64-linux-gnu-g++-12 "${flags[@]}" -march=armv8-a -static "${srcs[@]}" -o "$out/test_arm"
+  qemu-aarch64 "$out/test_arm"
+elif [ "${1:-}" = "--require-arm" ]; then
+  echo "aarch64 cross compiler or qemu-aarch64 missing (apt-get install g++-12-aarch64-linux-gnu qemu-user)" >&2
+  exit 1
+else
+  echo "skipping aarch64 run: no cross compiler / qemu-aarch64"
+fi

@@ -1,4 +1,31 @@
-"""C++ extension build (the packed-bit kernels); metadata lives in pyproject.toml."""
-from setuptools import setup
+"""C++ extension build (the packed-bit kernels and the native ONNX Runtime op library); metadata lives in
+pyproject.toml. Needs a C++17 compiler (g++ or clang) at install time; nothing else."""
+from glob import glob
 
-setup()
+from pybind11.setup_helpers import Pybind11Extension
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+KERNEL_SOURCES = sorted(s for s in glob("runtime/kernels/bgemm/*.cc") if not s.endswith("_test.cc"))
+# -ffp-contract=off keeps the activation quantizer's float arithmetic identical to PyTorch's (no fused
+# multiply-add contraction); explicit FMA intrinsics in the kernels are unaffected.
+CFLAGS = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fvisibility=hidden"]
+LDFLAGS = ["-fopenmp"]
+
+ext_modules = [
+    Pybind11Extension("bebert_deploy.runtime._kernels", ["runtime/kernels/python/module.cc", *KERNEL_SOURCES],
+                      extra_compile_args=CFLAGS, extra_link_args=LDFLAGS, cxx_std=17),
+]
+ort_sources = ["runtime/kernels/ort/ort_ops.cc"]
+if all(__import__("os").path.exists(s) for s in ort_sources):
+    # A plain shared library (no Python init): ONNX Runtime dlopens it and calls RegisterCustomOps.
+    ext_modules.append(Extension("bebert_deploy.runtime._ort_ops", [*ort_sources, *KERNEL_SOURCES],
+                                 extra_compile_args=CFLAGS, extra_link_args=LDFLAGS, language="c++"))
+
+
+class BuildExt(build_ext):
+    def get_export_symbols(self, ext):
+        return ["RegisterCustomOps"] if ext.name.endswith("_ort_ops") else super().get_export_symbols(ext)
+
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

@@ -1,0 +1,115 @@
+"""Packed-bit layout and kernels: every ISA path against the numpy reference (runtime/reference.py)."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bebert_deploy.runtime import _kernels
+from bebert_deploy.runtime.bitpack import pack_bits, row_bytes, unpack_bits
+from bebert_deploy.runtime.reference import binary_linear_ref
+
+ROOT = Path(__file__).resolve().parents[1]
+ISAS = _kernels.supported_isas()
+MODES = [("float", 32, True), ("sign", 1, True)] + [("int", b, s) for b in (2, 4, 8) for s in (True, False)]
+
+
+def test_layout_worked_example():
+    # The 2x10 example of runtime/LAYOUT.md.
+    w = np.array([[1, -1, -1, 1, 1, 1, 1, 1, -1, 1],
+                  [-1, -1, -1, -1, -1, -1, -1, -1, 1, -1]], np.float32)
+    p = pack_bits(w)
+    assert p.shape == (2, 8)
+    assert p[0].tolist() == [0b00000110, 0b00000001, 0, 0, 0, 0, 0, 0]
+    assert p[1].tolist() == [0b11111111, 0b00000010, 0, 0, 0, 0, 0, 0]
+    np.testing.assert_array_equal(unpack_bits(p, 10), w)
+
+
+@pytest.mark.parametrize("k", [1, 7, 8, 63, 64, 65, 200])
+def test_pack_roundtrip_and_padding(k):
+    rng = np.random.default_rng(k)
+    w = rng.standard_normal((3, k)).astype(np.float32)
+    w[0, 0] = 0.0  # sign(0) = +1
+    p = pack_bits(w)
+    assert p.shape == (3, row_bytes(k)) and row_bytes(k) % 8 == 0
+    np.testing.assert_array_equal(unpack_bits(p, k), np.where(w < 0, -1, 1))
+    full = np.unpackbits(p, axis=-1, bitorder="little")
+    assert not full[:, k:].any(), "padding bits must be zero"
+
+
+def _case(rng, m, n, k, s):
+    x = (3 * rng.standard_normal((m, k))).astype(np.float32)
+    w = pack_bits(rng.standard_normal((s, n, k)))
+    alpha = (0.1 + np.abs(rng.standard_normal((s, n)))).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    steps = (0.2 + rng.random(s)).astype(np.float32)
+    return x, w, alpha, bias, steps
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("mode,bits,sym", MODES)
+@pytest.mark.parametrize("m,n,k,s", [(1, 1, 1, 1), (1, 7, 65, 1), (5, 33, 127, 2), (16, 70, 384, 1), (3, 9, 1000, 2)])
+def test_kernel_matches_reference(isa, mode, bits, sym, m, n, k, s):
+    rng = np.random.default_rng(m * 1000 + n + k)
+    x, w, alpha, bias, steps = _case(rng, m, n, k, s)
+    y = _kernels.binary_linear(x, w, alpha, bias, mode, bits, sym, steps, 2, isa)
+    ref = binary_linear_ref(x, w, alpha, bias, mode, bits, sym, steps)
+    # float32 accumulation over K terms of size ~|x|*alpha: relative tolerance grows like sqrt(K) * eps.
+    np.testing.assert_allclose(y, ref, rtol=2e-5, atol=2e-5 * np.sqrt(k) * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("mode,bits,sym", [m for m in MODES if m[0] != "float"])
+def test_integer_modes_identical_across_isas_and_threads(mode, bits, sym):
+    rng = np.random.default_rng(3)
+    x, w, alpha, bias, steps = _case(rng, 9, 130, 777, 2)
+    outs = [_kernels.binary_linear(x, w, alpha, bias, mode, bits, sym, steps, t, isa) for isa in ISAS for t in (1, 2)]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("fill", [1.0, -1.0])
+def test_extreme_weights_and_clipped_activations(fill):
+    k, n = 130, 5
+    x = np.full((2, k), 100.0, np.float32)
+    x[1] = -100.0  # far outside the 4-bit range: clipped to qn / qp
+    w = pack_bits(np.full((1, n, k), fill))
+    alpha = np.ones((1, n), np.float32)
+    steps = np.array([0.5], np.float32)
+    y = _kernels.binary_linear(x, w, alpha, None, "int", 4, True, steps, 1, "auto")
+    np.testing.assert_allclose(y[0], fill * 0.5 * 7 * k)
+    np.testing.assert_allclose(y[1], fill * 0.5 * -8 * k)
+    y1 = _kernels.binary_linear(x, w, alpha, None, "sign", 1, True, steps, 1, "auto")
+    np.testing.assert_allclose(y1[0], fill * k)
+    np.testing.assert_allclose(y1[1], -fill * k)
+
+
+def test_bad_arguments_raise_clear_errors():
+    x = np.zeros((2, 10), np.float32)
+    w = pack_bits(np.ones((1, 3, 10)))
+    a = np.ones((1, 3), np.float32)
+    st = np.ones(1, np.float32)
+    with pytest.raises(ValueError, match="w rows have 8 bytes, expected 16 for K=100"):
+        _kernels.binary_linear(np.zeros((2, 100), np.float32), w, a, None, "int", 4, True, st, 1, "auto")
+    with pytest.raises(ValueError, match="alpha"):
+        _kernels.binary_linear(x, w, np.ones((1, 4), np.float32), None, "int", 4, True, st, 1, "auto")
+    with pytest.raises(ValueError, match="2..8 bits"):
+        _kernels.binary_linear(x, w, a, None, "int", 12, True, st, 1, "auto")
+    with pytest.raises(ValueError, match="positive finite"):
+        _kernels.binary_linear(x, w, a, None, "int", 4, True, np.zeros(1, np.float32), 1, "auto")
+    with pytest.raises(ValueError, match="unknown activation mode"):
+        _kernels.binary_linear(x, w, a, None, "fp16", 4, True, st, 1, "auto")
+    with pytest.raises(ValueError, match="bias"):
+        _kernels.binary_linear(x, w, a, np.ones(5, np.float32), "float", 32, True, st, 1, "auto")
+
+
+def test_cpp_kernel_tests_native_and_aarch64():
+    """The C++ unit test, natively and (where the cross toolchain exists, as in CI) under qemu-aarch64."""
+    require_arm = os.environ.get("BEBERT_REQUIRE_ARM") == "1"
+    if not shutil.which("g++"):
+        pytest.fail("g++ is required to build the kernel tests")
+    args = [str(ROOT / "runtime/kernels/test_kernels.sh")] + (["--require-arm"] if require_arm else [])
+    res = subprocess.run(args, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "0 failures" in res.stdout

@@ -1,0 +1,41 @@
+"""`bebert-deploy export`: checkpoint -> .onnx / .tflite, for the ensemble and the baselines."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+TARGETS = ("onnx", "tflite")
+PRECISIONS = ("binary", "fp32", "int8")
+
+
+def export(checkpoint: str | Path, out: str | Path, target: str = "onnx", precision: str = "binary",
+           ops: str = "custom", members: list[int] | None = None) -> Path:
+    """Export ``checkpoint`` to ``out``.
+
+    precision: 'binary' (the ensemble, or the ``members`` subset), 'fp32' (the full-precision teacher),
+    'int8' (dynamic-range int8 of the teacher). ops: 'custom' (packed-bit custom ops) or 'builtin'.
+    Returns the written path (written atomically).
+    """
+    from bebert_deploy.checkpoint import load_checkpoint
+
+    from .lowering import ensemble_spec
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    ck = load_checkpoint(checkpoint, with_teacher=precision != "binary")
+    spec = ensemble_spec(ck, members, "binary" if precision == "binary" else "fp32")
+    if target == "tflite":
+        from .tflite_export import export_tflite
+
+        return export_tflite(spec, out, precision=precision, ops=ops)
+    from .onnx_export import build_onnx, check_model, quantize_int8, save_onnx
+
+    model = build_onnx(spec, ops if precision == "binary" else "builtin")
+    check_model(model, custom=precision == "binary" and ops == "custom")
+    if precision == "int8":
+        with tempfile.TemporaryDirectory() as tmp:
+            fp = save_onnx(model, Path(tmp) / "fp32.onnx")
+            return quantize_int8(fp, out)
+    return save_onnx(model, out)

@@ -153,5 +153,47 @@ def info(checkpoint):
     click.echo(f"teacher       {'yes' if man.teacher else 'no'}")
 
 
+@main.command()
+@click.argument("checkpoint")
+@click.option("--target", type=click.Choice(["onnx", "tflite"]), default="onnx", show_default=True)
+@click.option("--precision", type=click.Choice(["binary", "fp32", "int8"]), default="binary", show_default=True,
+              help="binary: the BEBERT ensemble; fp32 / int8: the full-precision baseline.")
+@click.option("--ops", type=click.Choice(["custom", "builtin"]), default="custom", show_default=True,
+              help="custom: packed-bit custom ops (our runtime library); builtin: stock ops only.")
+@click.option("--members", default=None, help="Comma-separated 0-based member indices to export (default all).")
+@click.option("--out", "out_path", default=None, help="Output file (default: <checkpoint>/<precision>[-<ops>].<target>).")
+@friendly
+def export(checkpoint, target, precision, ops, members, out_path):
+    """Export CHECKPOINT to ONNX or TFLite (one graph holding every member and their weighted vote)."""
+    from pathlib import Path
+
+    from bebert_deploy.exporters.export import export as do_export
+
+    if out_path is None:
+        tag = f"{precision}-{ops}" if precision == "binary" else precision
+        out_path = str(Path(checkpoint) / f"{tag}.{target}")
+    p = do_export(checkpoint, out_path, target, precision, ops, _int_list(members))
+    click.echo(f"{p} ({p.stat().st_size / 1e6:.2f} MB)")
+
+
+@main.command()
+@click.argument("model")
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (label and probabilities per text).")
+@friendly
+def predict(model, texts, threads, as_json):
+    """Classify TEXTS with an exported MODEL (.onnx or .tflite); no torch needed."""
+    from bebert_deploy.runtime.session import Session
+
+    sess = Session(model, threads=threads)
+    labels, probs = sess.predict(list(texts))
+    if as_json:
+        click.echo(json.dumps([{"text": t, "label": l, "probs": p.round(6).tolist()} for t, l, p in zip(texts, labels, probs)]))
+        return
+    for t, l, p in zip(texts, labels, probs):
+        click.echo(f"{l}\t{p.max():.4f}\t{t}")
+
+
 if __name__ == "__main__":
     main()

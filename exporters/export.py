@@ -8,6 +8,18 @@ TARGETS = ("onnx", "tflite")
 PRECISIONS = ("binary", "fp32", "int8")
 
 
+def copy_tokenizer(src: Path, dest: Path) -> None:
+    """Put the checkpoint's tokenizer files beside the exported model (runtime sessions look there)."""
+    import shutil
+
+    from bebert_deploy.tokenizer import TOKENIZER_FILES
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for fn in TOKENIZER_FILES:
+        if (src / fn).is_file() and not (dest / fn).is_file():
+            shutil.copy(src / fn, dest / fn)
+
+
 def export(checkpoint: str | Path, out: str | Path, target: str = "onnx", precision: str = "binary",
            ops: str = "custom", members: list[int] | None = None) -> Path:
     """Export ``checkpoint`` to ``out``.
@@ -25,6 +37,7 @@ def export(checkpoint: str | Path, out: str | Path, target: str = "onnx", precis
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     ck = load_checkpoint(checkpoint, with_teacher=precision != "binary")
+    copy_tokenizer(ck.path, Path(out).parent)
     spec = ensemble_spec(ck, members, "binary" if precision == "binary" else "fp32")
     if target == "tflite":
         from .tflite_export import export_tflite

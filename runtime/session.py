@@ -1,0 +1,133 @@
+"""Inference sessions for exported models (.onnx now; .tflite through the LiteRT path). Needs numpy,
+tokenizers and onnxruntime only: no torch, no tensorflow, so it runs on a Raspberry Pi as is."""
+from __future__ import annotations
+
+import ctypes
+import glob
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def ort_ops_library() -> Path:
+    """Path of our native ONNX Runtime custom-op library (built by pip install)."""
+    here = Path(__file__).parent
+    found = sorted(glob.glob(str(here / "_ort_ops*.so")))
+    if not found:
+        raise FileNotFoundError(f"the bebert ONNX Runtime op library is missing from {here}: reinstall bebert-deploy "
+                                "(pip install builds it; a C++ compiler is needed)")
+    return Path(found[0])
+
+
+def find_tokenizer(model_path: Path) -> Path:
+    """The tokenizer folder of an exported model: the model's own folder (export writes tokenizer files there)."""
+    d = model_path.parent
+    if (d / "tokenizer.json").is_file() or (d / "vocab.txt").is_file():
+        return d
+    raise FileNotFoundError(f"no tokenizer.json or vocab.txt beside {model_path}: pass tokenizer=DIR")
+
+
+class Session:
+    """Run an exported BEBERT / baseline model.
+
+    Session(path, threads=2) loads a .onnx file (registering our op library when the file uses the `bebert`
+    domain); ``predict(texts)`` returns (labels list[str], probs float32 [n, K]); ``run(feed)`` takes the
+    three int64 [batch, seq] inputs and returns {output name: array}.
+    """
+
+    def __init__(self, model_path: str | Path, threads: int = 1, tokenizer: str | Path | None = None):
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model file not found: {self.path}")
+        self.threads = max(1, int(threads))
+        self.tokenizer_dir = Path(tokenizer) if tokenizer else None
+        suffix = self.path.suffix.lower()
+        if suffix == ".onnx":
+            self._init_onnx()
+        elif suffix == ".tflite":
+            from .litert_session import LiteRtBackend
+
+            self._backend = LiteRtBackend(self.path, self.threads)
+            self.metadata = self._backend.metadata
+            self.output_names = self._backend.output_names
+            self._run = self._backend.run
+        else:
+            raise ValueError(f"{self.path.name}: unsupported model format {suffix!r} (expected .onnx or .tflite)")
+        self.labels = json.loads(self.metadata.get("labels", "null"))
+        self.max_len = int(self.metadata.get("max_len", 128))
+        self._tok = None
+
+    def _init_onnx(self):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        # ORT's pool threads spin after each op by default; our kernels run their own OpenMP team between ORT
+        # ops, so spinning ORT threads would steal the cores our kernels need.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        # Our op library is always registered (registration is cheap): any file of ours may use the `bebert` domain.
+        lib = ort_ops_library()
+        so.register_custom_ops_library(str(lib))
+        handle = ctypes.CDLL(str(lib))  # the handle ORT dlopened: sets the thread count our kernels use
+        handle.bebert_set_threads(ctypes.c_int(self.threads))
+        handle.bebert_isa.restype = ctypes.c_char_p
+        self.isa = handle.bebert_isa().decode()
+        try:
+            self._sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types
+            raise ValueError(f"{self.path.name}: ONNX Runtime cannot load the model ({str(e).splitlines()[0]})") from None
+        self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+        self._run = lambda feed: dict(zip(self.output_names, self._sess.run(None, feed)))
+
+    @property
+    def tokenizer(self):
+        if self._tok is None:
+            from bebert_deploy.tokenizer import load_tokenizer
+
+            self._tok = load_tokenizer(self.tokenizer_dir or find_tokenizer(self.path))
+        return self._tok
+
+    def encode(self, texts: list[str], pairs: list[str] | None = None, seq_len: int | None = None) -> dict[str, np.ndarray]:
+        """Tokenize to int64 [n, seq_len] (default: the model's max_len); warns when texts are truncated."""
+        from bebert_deploy.tokenizer import encode
+
+        n = seq_len or self.max_len
+        if n > self.max_len:
+            raise ValueError(f"sequence length {n} exceeds the model's max_len {self.max_len}")
+        enc = encode(self.tokenizer, texts, pairs, n)
+        cut = int(enc.pop("truncated").sum())
+        if cut:
+            warnings.warn(f"{cut} of {len(texts)} texts were longer than {n} tokens and were truncated", stacklevel=2)
+        return enc
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on int64 [batch, seq] inputs; returns every graph output by name."""
+        missing = [k for k in INPUT_NAMES if k not in feed]
+        if missing:
+            raise ValueError(f"missing model inputs: {', '.join(missing)}")
+        shapes = {np.shape(feed[k]) for k in INPUT_NAMES}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"inputs must all be int64 [batch, seq] of one shape, got {sorted(shapes)}")
+        seq = next(iter(shapes))[1]
+        if seq > self.max_len:
+            raise ValueError(f"sequence length {seq} exceeds the model's max_len {self.max_len}")
+        return self._run({k: np.ascontiguousarray(feed[k], np.int64) for k in INPUT_NAMES})
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32):
+        """(labels, probs): predicted label strings and class probabilities float32 [n, K] (scores for regression)."""
+        probs = []
+        for s in range(0, len(texts), batch_size):
+            enc = self.encode(texts[s:s + batch_size], None if pairs is None else pairs[s:s + batch_size])
+            probs.append(self.run(enc)["probs"])
+        p = np.concatenate(probs)
+        if self.labels is None:
+            return [f"{v:.4f}" for v in p[:, 0]], p
+        return [self.labels[i] for i in p.argmax(-1)], p

@@ -27,49 +27,33 @@ struct Planes {
   float offset = 0.0f;         // asymmetric zero offset (min of X)
 };
 
+using QuantFn = int32_t (*)(const float*, int, const RowQuant&, uint64_t*);
+
 // Quantizes X per ActQuant into B bit planes of the unsigned code u = q - qn (kInt) or one sign plane (kSign).
-Planes quantize(const BinaryLinearArgs& a, const ActQuant& q) {
+Planes quantize(const BinaryLinearArgs& a, const ActQuant& q, QuantFn fn, int threads) {
   Planes p;
   const int Wd = words_per_row(a.K);
   const int M = a.M, K = a.K;
-  if (q.mode == ActMode::kSign) {
-    p.B = 1;
-    p.bits.assign(static_cast<size_t>(M) * Wd, 0);
-    for (int m = 0; m < M; ++m) {
-      const float* xr = a.x + static_cast<size_t>(m) * K;
-      uint64_t* dst = p.bits.data() + static_cast<size_t>(m) * Wd;
-      for (int k = 0; k < K; ++k)
-        if (xr[k] < 0.0f) dst[k >> 6] |= uint64_t{1} << (k & 63);  // bit 1 <=> -1, same as the weights
+  RowQuant rq{q.mode, 1, 0, 0, q.step, 0.0f};
+  if (q.mode == ActMode::kInt) {
+    rq.B = q.bits;
+    rq.qn = q.symmetric ? -(1 << (q.bits - 1)) : 0;
+    rq.qp = q.symmetric ? (1 << (q.bits - 1)) - 1 : (1 << q.bits) - 1;
+    if (!q.symmetric) {
+      float mn = a.x[0];
+      const size_t n = static_cast<size_t>(M) * K;
+      for (size_t i = 1; i < n; ++i) mn = std::min(mn, a.x[i]);
+      rq.offset = mn;
     }
-    return p;
   }
-  p.B = q.bits;
-  const int qn = q.symmetric ? -(1 << (q.bits - 1)) : 0;
-  const int qp = q.symmetric ? (1 << (q.bits - 1)) - 1 : (1 << q.bits) - 1;
-  p.qn = qn;
-  if (!q.symmetric) {
-    float mn = a.x[0];
-    const size_t n = static_cast<size_t>(M) * K;
-    for (size_t i = 1; i < n; ++i) mn = std::min(mn, a.x[i]);
-    p.offset = mn;
-  }
+  p.B = rq.B;
+  p.qn = rq.qn;
+  p.offset = rq.offset;
   p.bits.assign(static_cast<size_t>(M) * p.B * Wd, 0);
   p.usum.assign(M, 0);
-  for (int m = 0; m < M; ++m) {
-    const float* xr = a.x + static_cast<size_t>(m) * K;
-    uint64_t* dst = p.bits.data() + static_cast<size_t>(m) * p.B * Wd;
-    int32_t s = 0;
-    for (int k = 0; k < K; ++k) {
-      // (x - offset) / step then round-half-even: the same float operations as the PyTorch quantizer.
-      float v = std::nearbyint((xr[k] - p.offset) / q.step);
-      v = std::min(std::max(v, static_cast<float>(qn)), static_cast<float>(qp));
-      const uint32_t u = static_cast<uint32_t>(static_cast<int>(v) - qn);
-      s += static_cast<int32_t>(u);
-      for (int j = 0; j < p.B; ++j)
-        if ((u >> j) & 1u) dst[static_cast<size_t>(j) * Wd + (k >> 6)] |= uint64_t{1} << (k & 63);
-    }
-    p.usum[m] = s;
-  }
+#pragma omp parallel for num_threads(std::max(1, threads)) if (threads > 1 && M > 1)
+  for (int m = 0; m < M; ++m)
+    p.usum[m] = fn(a.x + static_cast<size_t>(m) * K, K, rq, p.bits.data() + static_cast<size_t>(m) * p.B * Wd);
   return p;
 }
 
@@ -86,6 +70,8 @@ std::vector<int32_t> row_sums(const uint8_t* w, int N, int K) {
 }
 
 using CountsFn = void (*)(const CountArgs&, int, int);
+
+QuantFn quant_for(Isa isa) { return isa == Isa::kAvx2 ? quantize_row_avx2 : quantize_row_scalar; }
 using FloatFn = void (*)(const float*, int, int, const uint8_t*, int, float*, int, int);
 
 CountsFn counts_for(Isa isa) {
@@ -150,7 +136,7 @@ void binary_linear(const BinaryLinearArgs& a, Isa isa) {
         for (int n = 0; n < N; ++n) a.y[static_cast<size_t>(m) * N + n] += alpha[n] * fbuf[static_cast<size_t>(m) * N + n];
       continue;
     }
-    Planes p = quantize(a, q);
+    Planes p = quantize(a, q, quant_for(isa), a.threads);
     std::vector<int32_t> rs = row_sums(w, N, K);
     cbuf.assign(static_cast<size_t>(M) * N, 0);
     CountArgs c{p.bits.data(), p.B, reinterpret_cast<const uint64_t*>(w), Wd, M, N, q.mode == ActMode::kSign, cbuf.data()};

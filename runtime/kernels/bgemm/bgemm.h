@@ -54,6 +54,11 @@ struct CountArgs {
 void counts_scalar(const CountArgs& c, int n0, int n1);
 void counts_avx2(const CountArgs& c, int n0, int n1);
 void counts_neon(const CountArgs& c, int n0, int n1);
+// Quantizes one activation row x[K] into bit planes (zeroed on entry): kSign -> plane 0 = (x < 0);
+// kInt -> planes j of u = clamp(nearbyint((x - offset) / step), qn, qp) - qn; returns sum of u (0 for kSign).
+struct RowQuant { ActMode mode; int B; int qn; int qp; float step; float offset; };
+int32_t quantize_row_scalar(const float* x, int K, const RowQuant& q, uint64_t* planes);
+int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* planes);
 // y[m * N + n] = sum_k x[m * K + k] * sign_n(k), rows n in [n0, n1) (no scale, no bias).
 void float_dots_scalar(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);

@@ -105,6 +105,63 @@ BEBERT_AVX2 void counts_avx2(const CountArgs& c, int n0, int n1) {
   counts_scalar(c, n0, n1);  // 5..8-bit activations: correct, not tuned
 }
 
+BEBERT_AVX2 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* planes) {
+  const int Wd = words_per_row(K);
+  const int K32 = K / 32 * 32;
+  auto* p32 = reinterpret_cast<uint32_t*>(planes);  // little-endian: 32-bit half-words of the 64-bit words
+  if (q.mode == ActMode::kSign) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (int k = 0; k < K32; k += 32) {
+      uint32_t bits = 0;
+      for (int i = 0; i < 4; ++i)
+        bits |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + k + 8 * i), zero, _CMP_LT_OQ))) << (8 * i);
+      p32[k / 32] = bits;
+    }
+    RowQuant tail = q;
+    uint64_t rest[1] = {0};
+    if (K32 < K) {
+      quantize_row_scalar(x + K32, K - K32, tail, rest);
+      planes[K32 >> 6] |= rest[0] << (K32 & 63);
+    }
+    return 0;
+  }
+  const __m256 step = _mm256_set1_ps(q.step), off = _mm256_set1_ps(q.offset);
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(q.qn)), hi = _mm256_set1_ps(static_cast<float>(q.qp));
+  const __m256i qn = _mm256_set1_epi32(q.qn);
+  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  __m256i sum = _mm256_setzero_si256();
+  for (int k = 0; k < K32; k += 32) {
+    __m256i u32[4];
+    for (int i = 0; i < 4; ++i) {
+      // Same float operations as the scalar path: subtract, divide, round half to even, clamp.
+      __m256 v = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(x + k + 8 * i), off), step);
+      v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+      u32[i] = _mm256_sub_epi32(_mm256_cvtps_epi32(v), qn);
+      sum = _mm256_add_epi32(sum, u32[i]);
+    }
+    // 32 codes (0..255) -> 32 bytes in element order.
+    const __m256i w16a = _mm256_packus_epi32(u32[0], u32[1]);
+    const __m256i w16b = _mm256_packus_epi32(u32[2], u32[3]);
+    const __m256i b8 = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w16a, w16b), perm);
+    for (int j = 0; j < q.B; ++j) {
+      // move bit j of every byte to its top bit, then gather the 32 top bits
+      const __m256i sh = _mm256_slli_epi16(b8, 7 - j);
+      p32[static_cast<size_t>(j) * Wd * 2 + k / 32] = static_cast<uint32_t>(_mm256_movemask_epi8(sh));
+    }
+  }
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum);
+  int32_t s = 0;
+  for (int i = 0; i < 8; ++i) s += lanes[i];
+  if (K32 < K) {
+    std::vector<uint64_t> rest(static_cast<size_t>(q.B), 0);
+    s += quantize_row_scalar(x + K32, K - K32, q, rest.data());
+    for (int j = 0; j < q.B; ++j) planes[static_cast<size_t>(j) * Wd + (K32 >> 6)] |= rest[j] << (K32 & 63);
+  }
+  return s;
+}
+
 BEBERT_AVX2 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   constexpr int RB = 4;
   const int rb = row_bytes(K);
@@ -143,6 +200,9 @@ BEBERT_AVX2 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w,
 
 namespace bebert {
 void counts_avx2(const CountArgs& c, int n0, int n1) { counts_scalar(c, n0, n1); }
+int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* planes) {
+  return quantize_row_scalar(x, K, q, planes);
+}
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   float_dots_scalar(x, M, K, w, N, y, n0, n1);
 }

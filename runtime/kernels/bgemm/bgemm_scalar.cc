@@ -1,4 +1,6 @@
 // Portable hot loops (any CPU): 64-bit popcounts and plain float loops. Also the fallback on x86 without AVX2.
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 #include "../core/bitpack.h"
@@ -23,6 +25,26 @@ void counts_scalar(const CountArgs& c, int n0, int n1) {
       c.counts[static_cast<size_t>(m) * c.N + n] = total;
     }
   }
+}
+
+int32_t quantize_row_scalar(const float* x, int K, const RowQuant& q, uint64_t* planes) {
+  const int Wd = words_per_row(K);
+  if (q.mode == ActMode::kSign) {
+    for (int k = 0; k < K; ++k)
+      if (x[k] < 0.0f) planes[k >> 6] |= uint64_t{1} << (k & 63);  // bit 1 <=> -1, as for the weights
+    return 0;
+  }
+  int32_t s = 0;
+  for (int k = 0; k < K; ++k) {
+    // (x - offset) / step, then round-half-even: the same float operations as the PyTorch quantizer.
+    float v = std::nearbyint((x[k] - q.offset) / q.step);
+    v = std::min(std::max(v, static_cast<float>(q.qn)), static_cast<float>(q.qp));
+    const uint32_t u = static_cast<uint32_t>(static_cast<int>(v) - q.qn);
+    s += static_cast<int32_t>(u);
+    for (int j = 0; j < q.B; ++j)
+      if ((u >> j) & 1u) planes[static_cast<size_t>(j) * Wd + (k >> 6)] |= uint64_t{1} << (k & 63);
+  }
+  return s;
 }
 
 void float_dots_scalar(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {

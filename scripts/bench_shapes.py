@@ -1,0 +1,74 @@
+"""Size and latency of BEBERT exports at real model shapes (random weights), seq 128, against fp32 and int8.
+
+    python scripts/bench_shapes.py [--shapes minilm,bert-base] [--members 1,2,3] [--runs 30] [--out results/shapes]
+
+Random weights are enough for size and speed (accuracy needs training: see the quickstart / accuracy runs).
+Members are TWS-split binary W1-E1-A4 models at half width (BinaryBERT's layout); the fp32 baseline is the
+full-width model; int8 is ONNX Runtime dynamic quantization of it. Everything is measured in one interleaved run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from bebert_deploy.checkpoint import save_checkpoint
+from bebert_deploy.data.tasks import get_task
+from bebert_deploy.exporters.export import export
+from bebert_deploy.models.bert import FP_QUANT, BertArch, BertClassifier, QuantConfig
+from bebert_deploy.runtime import bench as b
+from bebert_deploy.training.pipeline import default_base
+
+SHAPES = {
+    "minilm": lambda: BertArch.from_hf_config(default_base(), num_labels=2),
+    "bert-base": lambda: BertArch(hidden_size=768, num_layers=12, num_heads=12, head_dim=64, intermediate_size=3072,
+                                  num_labels=2),
+}
+
+
+def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int) -> Path:
+    torch.manual_seed(0)
+    teacher = BertClassifier(arch, FP_QUANT).eval()
+    half = replace(arch, num_heads=arch.num_heads // 2, intermediate_size=arch.intermediate_size // 2)
+    ids = torch.randint(1000, 20000, (2, max_len))
+    ms = []
+    for i in range(members):
+        m = BertClassifier(half, QuantConfig(weight_mode="binary", embed_mode="binary", act_bits=4, split=True)).eval()
+        with torch.no_grad():
+            m(ids)  # initialises the LSQ steps
+        ms.append(m)
+    return save_checkpoint(out, ms, [1.0 + 0.1 * i for i in range(members)], get_task("rotten-tomatoes"), max_len,
+                           default_base(), teacher=teacher, provenance={"note": "random weights, for size/latency only"})
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default="minilm,bert-base")
+    ap.add_argument("--members", default="1,2,3")
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--out", default="results/shapes")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    counts = [int(x) for x in a.members.split(",")]
+    for shape in a.shapes.split(","):
+        d = out / shape
+        ck = random_checkpoint(SHAPES[shape](), max(counts), d / "checkpoint", a.seq_len)
+        models = [export(ck, d / "fp32.onnx", "onnx", "fp32"), export(ck, d / "int8.onnx", "onnx", "int8")]
+        for n in counts:
+            for ops in ("custom", "builtin"):
+                models.append(export(ck, d / f"bebert{n}-{ops}.onnx", "onnx", "binary", ops, members=list(range(n))))
+        cfg = b.BenchConfig(seq_len=a.seq_len, batch=1, threads=a.threads, warmup=5, runs=a.runs,
+                            device_label=f"{shape} random weights")
+        res = b.run_bench([str(p) for p in models[1:]], str(models[0]), cfg)
+        b.print_table(res)
+        b.write_json(res, str(d / "bench.json"))
+        print(json.dumps({r["model"]: [round(r["size_mb"], 2), round(r["p50_ms"], 2)] for r in res["rows"]}))
+
+
+if __name__ == "__main__":
+    main()

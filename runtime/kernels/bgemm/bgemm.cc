@@ -136,6 +136,25 @@ void binary_linear(const BinaryLinearArgs& a, Isa isa) {
         for (int n = 0; n < N; ++n) a.y[static_cast<size_t>(m) * N + n] += alpha[n] * fbuf[static_cast<size_t>(m) * N + n];
       continue;
     }
+    if (isa == Isa::kAvx2 && q.mode == ActMode::kInt && q.bits <= 4) {
+      // Table lookup: dots = sum_k v_k s_k with v = q - c, c = qn + 2^(bits-1); so sum q s = dots + c * rowsum.
+      RowQuant rq{q.mode, q.bits, q.symmetric ? -(1 << (q.bits - 1)) : 0,
+                  q.symmetric ? (1 << (q.bits - 1)) - 1 : (1 << q.bits) - 1, q.step, 0.0f};
+      if (!q.symmetric) rq.offset = *std::min_element(a.x, a.x + static_cast<size_t>(M) * K);
+      LutPrep prep;
+      lut_prepare_avx2(a.x, M, K, rq, w, N, prep, a.threads);
+      cbuf.assign(static_cast<size_t>(M) * N, 0);
+      parallel_blocks(N, a.threads, [&](int n0, int n1) { lut_dots_avx2(prep, cbuf.data(), n0, n1); });
+      const int c = rq.qn + (1 << (q.bits - 1));
+      const std::vector<int32_t> rs = (c != 0 || !q.symmetric) ? row_sums(w, N, K) : std::vector<int32_t>(N, 0);
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+          const int32_t qdot = cbuf[static_cast<size_t>(m) * N + n] + c * rs[n];
+          const float val = q.step * static_cast<float>(qdot) + rq.offset * static_cast<float>(rs[n]);
+          a.y[static_cast<size_t>(m) * N + n] += alpha[n] * val;
+        }
+      continue;
+    }
     Planes p = quantize(a, q, quant_for(isa), a.threads);
     // Row sums only matter for integer codes (the sign mode's K - 2 * popcount needs none).
     const std::vector<int32_t> rs = q.mode == ActMode::kInt ? row_sums(w, N, K) : std::vector<int32_t>();

@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bebert {
 
@@ -59,6 +60,15 @@ void counts_neon(const CountArgs& c, int n0, int n1);
 struct RowQuant { ActMode mode; int B; int qn; int qp; float step; float offset; };
 int32_t quantize_row_scalar(const float* x, int K, const RowQuant& q, uint64_t* planes);
 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* planes);
+// Table-lookup path for 2..4-bit activations (T-MAC style, x86 pshufb): dots[m * N + n] = sum_k v_k * sign_n(k)
+// with v = u - 2^(bits-1) the centred code of x (so |table entry| <= 32 fits int8). Prepared once per call:
+struct LutPrep {
+  int M = 0, N = 0, RB = 0;       // RB = row_bytes(K); groups of 4 weights = 2 * RB
+  std::vector<int8_t> tables;     // [M][2 * RB][16]
+  std::vector<uint8_t> wt;        // [ceil(N / 32)][RB][32]: byte p of 32 consecutive rows
+};
+void lut_prepare_avx2(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep, int threads);
+void lut_dots_avx2(const LutPrep& prep, int32_t* dots, int n0, int n1);
 // y[m * N + n] = sum_k x[m * K + k] * sign_n(k), rows n in [n0, n1) (no scale, no bias).
 void float_dots_scalar(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);

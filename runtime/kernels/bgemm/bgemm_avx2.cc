@@ -6,6 +6,7 @@
 // psadbw; R weight rows share each activation-plane load.
 // Float mode: a block of 8 weight rows is expanded to +-1.0f once and reused for every activation row (FMA).
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <vector>
 
@@ -156,6 +157,98 @@ BEBERT_AVX2 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, 
   return s;
 }
 
+// --- table lookup (2..4-bit activations) -------------------------------------------------------------------
+// Per token m and group g of 4 weights, T[i] = sum_r v_(4g+r) * (bit r of i ? -1 : +1) for the 16 sign
+// patterns i; a weight row's 4 packed sign bits of group g are exactly nibble g of the row (runtime/LAYOUT.md),
+// so one pshufb looks up 32 rows at once from 32 nibbles.
+BEBERT_AVX2 void lut_prepare_avx2(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N,
+                                  LutPrep& prep, int threads) {
+  const int RB = row_bytes(K), G = 2 * RB, NB = (N + 31) / 32;
+  prep.M = M; prep.N = N; prep.RB = RB;
+  prep.tables.assign(static_cast<size_t>(M) * G * 16, 0);
+  prep.wt.assign(static_cast<size_t>(NB) * RB * 32, 0);
+  const int centre = 1 << (q.B - 1);
+#pragma omp parallel num_threads(std::max(1, threads)) if (threads > 1)
+  {
+    std::vector<int8_t> v(static_cast<size_t>(G) * 4);
+#pragma omp for schedule(static)
+    for (int m = 0; m < M; ++m) {
+      const float* xr = x + static_cast<size_t>(m) * K;
+      for (int k = 0; k < K; ++k) {  // same float operations as every other path: codes stay bit-identical
+        float f = std::nearbyint((xr[k] - q.offset) / q.step);
+        f = std::min(std::max(f, static_cast<float>(q.qn)), static_cast<float>(q.qp));
+        v[k] = static_cast<int8_t>(static_cast<int>(f) - q.qn - centre);
+      }
+      std::fill(v.begin() + K, v.end(), 0);  // padded positions contribute nothing
+      int8_t* t = prep.tables.data() + static_cast<size_t>(m) * G * 16;
+      for (int g = 0; g < G; ++g, t += 16) {
+        const int8_t* vg = v.data() + 4 * g;
+        t[0] = static_cast<int8_t>(vg[0] + vg[1] + vg[2] + vg[3]);
+        for (int i = 1; i < 16; ++i) t[i] = static_cast<int8_t>(t[i & (i - 1)] - 2 * vg[__builtin_ctz(i)]);
+      }
+    }
+#pragma omp for schedule(static)
+    for (int nb = 0; nb < NB; ++nb)
+      for (int r = 0; r < 32 && nb * 32 + r < N; ++r) {
+        const uint8_t* row = w + static_cast<size_t>(nb * 32 + r) * RB;
+        uint8_t* dst = prep.wt.data() + static_cast<size_t>(nb) * RB * 32 + r;
+        for (int p = 0; p < RB; ++p) dst[static_cast<size_t>(p) * 32] = row[p];
+      }
+  }
+}
+
+namespace {
+
+// int16 accumulators: each byte pair adds at most 2 * 32 in magnitude, so 511 pairs cannot overflow.
+constexpr int kPairsPerFlush = 511;
+
+template <int MT>
+BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
+  const int RB = prep.RB, G = 2 * RB, N = prep.N;
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const uint8_t* wb = prep.wt.data() + static_cast<size_t>(nb) * RB * 32;
+  const int8_t* tb[MT];
+  for (int t = 0; t < MT; ++t) tb[t] = prep.tables.data() + static_cast<size_t>(m0 + t) * G * 16;
+  int32_t total[MT][32] = {};
+  for (int p0 = 0; p0 < RB; p0 += kPairsPerFlush) {
+    const int p1 = std::min(RB, p0 + kPairsPerFlush);
+    __m256i acc[MT][2];
+    for (int t = 0; t < MT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
+    for (int p = p0; p < p1; ++p) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + static_cast<size_t>(p) * 32));
+      const __m256i lo = _mm256_and_si256(wv, low);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
+      for (int t = 0; t < MT; ++t) {
+        const __m256i t0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb[t] + 32 * p)));
+        const __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb[t] + 32 * p + 16)));
+        const __m256i sum = _mm256_add_epi8(_mm256_shuffle_epi8(t0, lo), _mm256_shuffle_epi8(t1, hi));
+        acc[t][0] = _mm256_add_epi16(acc[t][0], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(sum)));
+        acc[t][1] = _mm256_add_epi16(acc[t][1], _mm256_cvtepi8_epi16(_mm256_extracti128_si256(sum, 1)));
+      }
+    }
+    for (int t = 0; t < MT; ++t) {
+      alignas(32) int16_t lanes[32];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[t][0]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 16), acc[t][1]);
+      for (int r = 0; r < 32; ++r) total[t][r] += lanes[r];
+    }
+  }
+  const int rows = std::min(32, N - nb * 32);
+  for (int t = 0; t < MT; ++t)
+    for (int r = 0; r < rows; ++r) dots[static_cast<size_t>(m0 + t) * N + nb * 32 + r] = total[t][r];
+}
+
+}  // namespace
+
+BEBERT_AVX2 void lut_dots_avx2(const LutPrep& prep, int32_t* dots, int n0, int n1) {
+  // n0 is a multiple of 32 (the driver's blocks are 64 rows); rows past n1 in the last block are not written.
+  for (int nb = n0 / 32; nb * 32 < n1; ++nb) {
+    int m = 0;
+    for (; m + 2 <= prep.M; m += 2) lut_block<2>(prep, nb, m, dots);
+    for (; m < prep.M; ++m) lut_block<1>(prep, nb, m, dots);
+  }
+}
+
 BEBERT_AVX2 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   constexpr int RB = 4;
   const int rb = row_bytes(K);
@@ -197,6 +290,8 @@ void counts_avx2(const CountArgs& c, int n0, int n1) { counts_scalar(c, n0, n1);
 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* planes) {
   return quantize_row_scalar(x, K, q, planes);
 }
+void lut_prepare_avx2(const float*, int, int, const RowQuant&, const uint8_t*, int, LutPrep&, int) {}
+void lut_dots_avx2(const LutPrep&, int32_t*, int, int) {}
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   float_dots_scalar(x, M, K, w, N, y, n0, n1);
 }

@@ -136,15 +136,17 @@ void binary_linear(const BinaryLinearArgs& a, Isa isa) {
         for (int n = 0; n < N; ++n) a.y[static_cast<size_t>(m) * N + n] += alpha[n] * fbuf[static_cast<size_t>(m) * N + n];
       continue;
     }
-    if (isa == Isa::kAvx2 && q.mode == ActMode::kInt && q.bits <= 4) {
+    if ((isa == Isa::kAvx2 || isa == Isa::kNeon) && q.mode == ActMode::kInt && q.bits <= 4) {
       // Table lookup: dots = sum_k v_k s_k with v = q - c, c = qn + 2^(bits-1); so sum q s = dots + c * rowsum.
       RowQuant rq{q.mode, q.bits, q.symmetric ? -(1 << (q.bits - 1)) : 0,
                   q.symmetric ? (1 << (q.bits - 1)) - 1 : (1 << q.bits) - 1, q.step, 0.0f};
       if (!q.symmetric) rq.offset = *std::min_element(a.x, a.x + static_cast<size_t>(M) * K);
       LutPrep prep;
-      lut_prepare_avx2(a.x, M, K, rq, w, N, prep, a.threads);
+      const bool neon = isa == Isa::kNeon;
+      (neon ? lut_prepare_neon : lut_prepare_avx2)(a.x, M, K, rq, w, N, prep, a.threads);
       cbuf.assign(static_cast<size_t>(M) * N, 0);
-      parallel_blocks(N, a.threads, [&](int n0, int n1) { lut_dots_avx2(prep, cbuf.data(), n0, n1); });
+      const auto dots = neon ? lut_dots_neon : lut_dots_avx2;
+      parallel_blocks(N, a.threads, [&](int n0, int n1) { dots(prep, cbuf.data(), n0, n1); });
       const int c = rq.qn + (1 << (q.bits - 1));
       const std::vector<int32_t> rs = (c != 0 || !q.symmetric) ? row_sums(w, N, K) : std::vector<int32_t>(N, 0);
       for (int m = 0; m < M; ++m)

@@ -69,6 +69,8 @@ struct LutPrep {
 };
 void lut_prepare_avx2(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep, int threads);
 void lut_dots_avx2(const LutPrep& prep, int32_t* dots, int n0, int n1);
+void lut_prepare_neon(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep, int threads);
+void lut_dots_neon(const LutPrep& prep, int32_t* dots, int n0, int n1);
 // y[m * N + n] = sum_k x[m * K + k] * sign_n(k), rows n in [n0, n1) (no scale, no bias).
 void float_dots_scalar(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);

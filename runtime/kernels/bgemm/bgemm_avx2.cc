@@ -12,6 +12,7 @@
 
 #include "../core/bitpack.h"
 #include "bgemm.h"
+#include "lut_prepare.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -157,50 +158,13 @@ BEBERT_AVX2 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, 
   return s;
 }
 
-// --- table lookup (2..4-bit activations) -------------------------------------------------------------------
-// Per token m and group g of 4 weights, T[i] = sum_r v_(4g+r) * (bit r of i ? -1 : +1) for the 16 sign
-// patterns i; a weight row's 4 packed sign bits of group g are exactly nibble g of the row (runtime/LAYOUT.md),
-// so one pshufb looks up 32 rows at once from 32 nibbles.
+// --- table lookup (2..4-bit activations; lut_prepare.h): one pshufb looks up 32 rows from 32 nibbles -------
 BEBERT_AVX2 void lut_prepare_avx2(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N,
                                   LutPrep& prep, int threads) {
-  const int RB = row_bytes(K), G = 2 * RB, NB = (N + 31) / 32;
-  prep.M = M; prep.N = N; prep.RB = RB;
-  prep.tables.assign(static_cast<size_t>(M) * G * 16, 0);
-  prep.wt.assign(static_cast<size_t>(NB) * RB * 32, 0);
-  const int centre = 1 << (q.B - 1);
-#pragma omp parallel num_threads(std::max(1, threads)) if (threads > 1)
-  {
-    std::vector<int8_t> v(static_cast<size_t>(G) * 4);
-#pragma omp for schedule(static)
-    for (int m = 0; m < M; ++m) {
-      const float* xr = x + static_cast<size_t>(m) * K;
-      for (int k = 0; k < K; ++k) {  // same float operations as every other path: codes stay bit-identical
-        float f = std::nearbyint((xr[k] - q.offset) / q.step);
-        f = std::min(std::max(f, static_cast<float>(q.qn)), static_cast<float>(q.qp));
-        v[k] = static_cast<int8_t>(static_cast<int>(f) - q.qn - centre);
-      }
-      std::fill(v.begin() + K, v.end(), 0);  // padded positions contribute nothing
-      int8_t* t = prep.tables.data() + static_cast<size_t>(m) * G * 16;
-      for (int g = 0; g < G; ++g, t += 16) {
-        const int8_t* vg = v.data() + 4 * g;
-        t[0] = static_cast<int8_t>(vg[0] + vg[1] + vg[2] + vg[3]);
-        for (int i = 1; i < 16; ++i) t[i] = static_cast<int8_t>(t[i & (i - 1)] - 2 * vg[__builtin_ctz(i)]);
-      }
-    }
-#pragma omp for schedule(static)
-    for (int nb = 0; nb < NB; ++nb)
-      for (int r = 0; r < 32 && nb * 32 + r < N; ++r) {
-        const uint8_t* row = w + static_cast<size_t>(nb * 32 + r) * RB;
-        uint8_t* dst = prep.wt.data() + static_cast<size_t>(nb) * RB * 32 + r;
-        for (int p = 0; p < RB; ++p) dst[static_cast<size_t>(p) * 32] = row[p];
-      }
-  }
+  lut_prepare_impl(x, M, K, q, w, N, prep, threads);  // inlined: compiled for AVX2 here
 }
 
 namespace {
-
-// int16 accumulators: each byte pair adds at most 2 * 32 in magnitude, so 511 pairs cannot overflow.
-constexpr int kPairsPerFlush = 511;
 
 template <int MT>
 BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
@@ -210,8 +174,8 @@ BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
   const int8_t* tb[MT];
   for (int t = 0; t < MT; ++t) tb[t] = prep.tables.data() + static_cast<size_t>(m0 + t) * G * 16;
   int32_t total[MT][32] = {};
-  for (int p0 = 0; p0 < RB; p0 += kPairsPerFlush) {
-    const int p1 = std::min(RB, p0 + kPairsPerFlush);
+  for (int p0 = 0; p0 < RB; p0 += kLutPairsPerFlush) {
+    const int p1 = std::min(RB, p0 + kLutPairsPerFlush);
     __m256i acc[MT][2];
     for (int t = 0; t < MT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
     for (int p = p0; p < p1; ++p) {

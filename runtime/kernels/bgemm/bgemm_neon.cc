@@ -7,6 +7,7 @@
 
 #include "../core/bitpack.h"
 #include "bgemm.h"
+#include "lut_prepare.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -75,6 +76,44 @@ void counts_neon(const CountArgs& c, int n0, int n1) {
   counts_scalar(c, n0, n1);
 }
 
+void lut_prepare_neon(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep,
+                      int threads) {
+  lut_prepare_impl(x, M, K, q, w, N, prep, threads);
+}
+
+// Table lookup with vqtbl1q_s8: 16 rows per lookup, two halves of a 32-row block.
+void lut_dots_neon(const LutPrep& prep, int32_t* dots, int n0, int n1) {
+  const int RB = prep.RB, G = 2 * RB, N = prep.N;
+  const uint8x16_t low = vdupq_n_u8(0x0f);
+  for (int nb = n0 / 32; nb * 32 < n1; ++nb) {
+    const uint8_t* wb = prep.wt.data() + static_cast<size_t>(nb) * RB * 32;
+    const int rows = std::min(32, N - nb * 32);
+    for (int m = 0; m < prep.M; ++m) {
+      const int8_t* tb = prep.tables.data() + static_cast<size_t>(m) * G * 16;
+      int32_t total[32] = {};
+      for (int p0 = 0; p0 < RB; p0 += kLutPairsPerFlush) {
+        const int p1 = std::min(RB, p0 + kLutPairsPerFlush);
+        int16x8_t acc[4] = {vdupq_n_s16(0), vdupq_n_s16(0), vdupq_n_s16(0), vdupq_n_s16(0)};
+        for (int p = p0; p < p1; ++p) {
+          const int8x16_t t0 = vld1q_s8(tb + 32 * p), t1 = vld1q_s8(tb + 32 * p + 16);
+          for (int h = 0; h < 2; ++h) {
+            const uint8x16_t wv = vld1q_u8(wb + static_cast<size_t>(p) * 32 + 16 * h);
+            const int8x16_t s = vaddq_s8(vqtbl1q_s8(t0, vandq_u8(wv, low)), vqtbl1q_s8(t1, vshrq_n_u8(wv, 4)));
+            acc[2 * h] = vaddw_s8(acc[2 * h], vget_low_s8(s));
+            acc[2 * h + 1] = vaddw_high_s8(acc[2 * h + 1], s);
+          }
+        }
+        for (int i = 0; i < 4; ++i) {
+          int16_t lanes[8];
+          vst1q_s16(lanes, acc[i]);
+          for (int r = 0; r < 8; ++r) total[8 * i + r] += lanes[r];
+        }
+      }
+      for (int r = 0; r < rows; ++r) dots[static_cast<size_t>(m) * N + nb * 32 + r] = total[r];
+    }
+  }
+}
+
 void float_dots_neon(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   constexpr int RB = 4;
   const int rb = row_bytes(K);
@@ -110,6 +149,8 @@ void float_dots_neon(const float* x, int M, int K, const uint8_t* w, int N, floa
 
 namespace bebert {
 void counts_neon(const CountArgs& c, int n0, int n1) { counts_scalar(c, n0, n1); }
+void lut_prepare_neon(const float*, int, int, const RowQuant&, const uint8_t*, int, LutPrep&, int) {}
+void lut_dots_neon(const LutPrep&, int32_t*, int, int) {}
 void float_dots_neon(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   float_dots_scalar(x, M, K, w, N, y, n0, n1);
 }

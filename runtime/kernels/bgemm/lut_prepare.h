@@ -1,0 +1,57 @@
+// Preparation of the table-lookup path (2..4-bit activations), shared by the AVX2 and NEON files, which
+// inline it into functions compiled for their ISA.
+//
+// Per token m and group g of 4 weights, T[i] = sum_r v_(4g+r) * (bit r of i ? -1 : +1) for the 16 sign
+// patterns i (v = u - 2^(bits-1), |T| <= 32); a weight row's 4 packed sign bits of group g are exactly nibble
+// g of the row (runtime/LAYOUT.md), so one byte-shuffle looks up many rows at once. Weights are transposed into
+// blocks of 32 rows: wt[block][byte p][row r] = byte p of row 32 * block + r (zero rows pad the last block).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../core/bitpack.h"
+#include "bgemm.h"
+
+namespace bebert {
+
+inline void lut_prepare_impl(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep,
+                             int threads) {
+  const int RB = row_bytes(K), G = 2 * RB, NB = (N + 31) / 32;
+  prep.M = M; prep.N = N; prep.RB = RB;
+  prep.tables.assign(static_cast<size_t>(M) * G * 16, 0);
+  prep.wt.assign(static_cast<size_t>(NB) * RB * 32, 0);
+  const int centre = 1 << (q.B - 1);
+#pragma omp parallel num_threads(std::max(1, threads)) if (threads > 1)
+  {
+    std::vector<int8_t> v(static_cast<size_t>(G) * 4);
+#pragma omp for schedule(static)
+    for (int m = 0; m < M; ++m) {
+      const float* xr = x + static_cast<size_t>(m) * K;
+      for (int k = 0; k < K; ++k) {  // same float operations as every other path: codes stay bit-identical
+        float f = std::nearbyint((xr[k] - q.offset) / q.step);
+        f = std::min(std::max(f, static_cast<float>(q.qn)), static_cast<float>(q.qp));
+        v[k] = static_cast<int8_t>(static_cast<int>(f) - q.qn - centre);
+      }
+      std::fill(v.begin() + K, v.end(), 0);  // padded positions contribute nothing
+      int8_t* t = prep.tables.data() + static_cast<size_t>(m) * G * 16;
+      for (int g = 0; g < G; ++g, t += 16) {
+        const int8_t* vg = v.data() + 4 * g;
+        t[0] = static_cast<int8_t>(vg[0] + vg[1] + vg[2] + vg[3]);
+        for (int i = 1; i < 16; ++i) t[i] = static_cast<int8_t>(t[i & (i - 1)] - 2 * vg[__builtin_ctz(i)]);
+      }
+    }
+#pragma omp for schedule(static)
+    for (int nb = 0; nb < NB; ++nb)
+      for (int r = 0; r < 32 && nb * 32 + r < N; ++r) {
+        const uint8_t* row = w + static_cast<size_t>(nb * 32 + r) * RB;
+        uint8_t* dst = prep.wt.data() + static_cast<size_t>(nb) * RB * 32 + r;
+        for (int p = 0; p < RB; ++p) dst[static_cast<size_t>(p) * 32] = row[p];
+      }
+  }
+}
+
+// int16 accumulators: each byte pair adds at most 2 * 32 in magnitude, so 511 pairs cannot overflow.
+constexpr int kLutPairsPerFlush = 511;
+
+}  // namespace bebert

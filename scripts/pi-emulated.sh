@@ -71,17 +71,23 @@ exec qemu-aarch64 -cpu max -L "$sysroot" -E PYTHONPATH="$work/site:$site" "$sysr
 WRAP
 chmod +x "$work/python-arm"
 
+# Runs the emulated Python (arguments as for python) in a mount namespace with the aarch64 cpuinfo.
+emulated() {
+  unshare -m sh -c 'cd "$0" && mount --bind "$0/cpuinfo" /proc/cpuinfo && BEBERT_WORKER_PYTHON="$0/python-arm" exec "$0/python-arm" "$@"' "$work" "$@"
+}
+
 status=0
 for model in "$@"; do
-  name="$(basename "$model")"
+  model="$(realpath "$model")"; name="$(basename "$model")"
   echo "[pi] $name: predict on x86 and on emulated aarch64"
   texts=("a gorgeous, witty, seductive movie" "dull, tedious and far too long" "it is a film")
   "$py_x86" -m bebert_deploy.cli predict "$model" "${texts[@]}" --json > "$work/x86.json"
-  unshare -m sh -c "cd '$work' && mount --bind '$work/cpuinfo' /proc/cpuinfo && BEBERT_WORKER_PYTHON='$work/python-arm' \
-    '$work/python-arm' -c 'import platform,sys; from bebert_deploy.runtime.session import Session; \
-s=Session(sys.argv[1]); print(\"arch\", platform.machine(), \"isa\", s.isa, file=sys.stderr); \
-from bebert_deploy.cli import main; main([\"predict\", sys.argv[1], *sys.argv[2:], \"--json\"])' \
-    '$model' '${texts[0]}' '${texts[1]}' '${texts[2]}'" > "$work/arm.json"
+  emulated -c 'import platform, sys
+from bebert_deploy.runtime.session import Session
+s = Session(sys.argv[1])
+print("arch", platform.machine(), "isa", s.isa, file=sys.stderr)
+from bebert_deploy.cli import main
+main(["predict", sys.argv[1], *sys.argv[2:], "--json"])' "$model" "${texts[@]}" > "$work/arm.json"
   "$py_x86" - "$work/x86.json" "$work/arm.json" <<'CMP' || status=1
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
@@ -91,9 +97,8 @@ print(f"[pi]   labels identical: {same}; max |prob diff| x86 vs aarch64: {diff:.
 sys.exit(0 if same and diff <= 2e-3 else 1)
 CMP
   echo "[pi] $name: bench under qemu (correctness of the bench path only; qemu timings are not device timings)"
-  unshare -m sh -c "cd '$work' && mount --bind '$work/cpuinfo' /proc/cpuinfo && BEBERT_WORKER_PYTHON='$work/python-arm' \
-    '$work/python-arm' -m bebert_deploy.cli bench '$model' --seq-len 16 --runs 2 --warmup 1 --threads 2 \
-    --device-label qemu-aarch64 --json '$work/bench-arm.json'" > /dev/null || status=1
+  emulated -m bebert_deploy.cli bench "$model" --seq-len 16 --runs 2 --warmup 1 --threads 2 \
+    --device-label qemu-aarch64 --json "$work/bench-arm.json" > /dev/null || status=1
   "$py_x86" -c "import json,sys; r=json.load(open(sys.argv[1]))['rows'][0]; print('[pi]   bench ran under', json.load(open(sys.argv[1]))['system']['machine'], 'isa', r['isa'])" "$work/bench-arm.json" || status=1
 done
 exit $status

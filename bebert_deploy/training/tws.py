@@ -41,28 +41,17 @@ def split_ternary_weight(w: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, 
     return w1.to(w.dtype), w2.to(w.dtype)
 
 
-def _split_linear(layer: QuantLinear) -> SumOfParts:
-    w1, w2 = split_ternary_weight(layer.weight, layer.per_row)
+def _split(layer, per_row: bool) -> SumOfParts:
+    """Two binary copies of a ternary QuantLinear / QuantEmbedding (biases halved) whose sum equals it."""
+    w1, w2 = split_ternary_weight(layer.weight, per_row)
     parts = []
     for w in (w1, w2):
         p = copy.deepcopy(layer)
         p.weight_mode = "binary"
         with torch.no_grad():
             p.weight.copy_(w)
-            if p.bias is not None:
+            if getattr(p, "bias", None) is not None:
                 p.bias.copy_(layer.bias / 2)
-        parts.append(p)
-    return SumOfParts(parts)
-
-
-def _split_embedding(emb: QuantEmbedding) -> SumOfParts:
-    w1, w2 = split_ternary_weight(emb.weight, True)
-    parts = []
-    for w in (w1, w2):
-        p = copy.deepcopy(emb)
-        p.weight_mode = "binary"
-        with torch.no_grad():
-            p.weight.copy_(w)
         parts.append(p)
     return SumOfParts(parts)
 
@@ -79,9 +68,9 @@ def tws_split(model: BertClassifier) -> BertClassifier:
     for mod in list(src.modules()):
         for name, child in list(mod.named_children()):
             if isinstance(child, QuantLinear) and child.weight_mode == "ternary":
-                setattr(mod, name, _split_linear(child))
+                setattr(mod, name, _split(child, child.per_row))
             elif isinstance(child, QuantEmbedding) and child.weight_mode == "ternary":
-                setattr(mod, name, _split_embedding(child))
+                setattr(mod, name, _split(child, True))
     embed_mode = "binary" if q.embed_mode == "ternary" else q.embed_mode
     new_q = replace(q, weight_mode="binary", embed_mode=embed_mode, split=True)
     out = BertClassifier(model.arch, new_q)

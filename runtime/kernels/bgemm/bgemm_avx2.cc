@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <vector>
 
 #include "../core/bitpack.h"
@@ -159,9 +160,57 @@ BEBERT_AVX2 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, 
 }
 
 // --- table lookup (2..4-bit activations; lut_prepare.h): one pshufb looks up 32 rows from 32 nibbles -------
+namespace {
+
+// lut_codes_scalar, 8 floats at a time (same operations: subtract, divide, round half to even, clamp).
+BEBERT_AVX2 void lut_codes_avx2(const float* x, int K, const RowQuant& q, int8_t* v) {
+  const __m256 step = _mm256_set1_ps(q.step), off = _mm256_set1_ps(q.offset);
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(q.qn)), hi = _mm256_set1_ps(static_cast<float>(q.qp));
+  const __m256i shift = _mm256_set1_epi32(q.qn + (1 << (q.B - 1)));
+  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const int K32 = K / 32 * 32;
+  for (int k = 0; k < K32; k += 32) {
+    __m256i c[4];
+    for (int i = 0; i < 4; ++i) {
+      __m256 f = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(x + k + 8 * i), off), step);
+      f = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), lo), hi);
+      c[i] = _mm256_sub_epi32(_mm256_cvtps_epi32(f), shift);
+    }
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(v + k), _mm256_permutevar8x32_epi32(b, perm));
+  }
+  lut_codes_scalar(x + K32, K - K32, q, v + K32);
+}
+
+// lut_tables_scalar, two groups per 256-bit register: T = sum_r sign(broadcast(v_r), s_r), s_r = the +-1
+// pattern of bit r over the 16 table indices.
+BEBERT_AVX2 void lut_tables_avx2(const int8_t* v, int G, int8_t* tables) {
+  __m256i idx[4], sgn[4];
+  for (int r = 0; r < 4; ++r) {
+    idx[r] = _mm256_setr_epi8(r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r,
+                              4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r,
+                              4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r);
+    alignas(32) int8_t s[32];
+    for (int i = 0; i < 32; ++i) s[i] = ((i & 15) >> r) & 1 ? -1 : 1;
+    sgn[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(s));
+  }
+  int g = 0;
+  for (; g + 2 <= G; g += 2) {
+    int64_t pair;
+    std::memcpy(&pair, v + 4 * g, 8);
+    const __m256i src = _mm256_set1_epi64x(pair);
+    __m256i t = _mm256_sign_epi8(_mm256_shuffle_epi8(src, idx[0]), sgn[0]);
+    for (int r = 1; r < 4; ++r) t = _mm256_add_epi8(t, _mm256_sign_epi8(_mm256_shuffle_epi8(src, idx[r]), sgn[r]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tables + 16 * g), t);
+  }
+  lut_tables_scalar(v + 4 * g, G - g, tables + 16 * g);
+}
+
+}  // namespace
+
 BEBERT_AVX2 void lut_prepare_avx2(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N,
                                   LutPrep& prep, int threads) {
-  lut_prepare_impl(x, M, K, q, w, N, prep, threads);  // inlined: compiled for AVX2 here
+  lut_prepare_impl(x, M, K, q, w, N, prep, threads, lut_codes_avx2, lut_tables_avx2);
 }
 
 namespace {
@@ -221,10 +270,7 @@ BEBERT_AVX2 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w,
   signs.resize(static_cast<size_t>(RB) * K);
   for (int nb = n0; nb < n1; nb += RB) {
     const int rows = std::min(RB, n1 - nb);
-    for (int r = 0; r < rows; ++r) {
-      const uint8_t* row = w + static_cast<size_t>(nb + r) * rb;
-      for (int k = 0; k < K; ++k) signs[static_cast<size_t>(r) * K + k] = static_cast<float>(packed_sign(row, k));
-    }
+    for (int r = 0; r < rows; ++r) expand_signs(w + static_cast<size_t>(nb + r) * rb, K, signs.data() + static_cast<size_t>(r) * K);
     for (int m = 0; m < M; ++m) {
       const float* xr = x + static_cast<size_t>(m) * K;
       __m256 acc[RB];

@@ -78,7 +78,7 @@ void counts_neon(const CountArgs& c, int n0, int n1) {
 
 void lut_prepare_neon(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep,
                       int threads) {
-  lut_prepare_impl(x, M, K, q, w, N, prep, threads);
+  lut_prepare_impl(x, M, K, q, w, N, prep, threads, lut_codes_scalar, lut_tables_scalar);
 }
 
 // Table lookup with vqtbl1q_s8: 16 rows per lookup, two halves of a 32-row block.
@@ -122,10 +122,7 @@ void float_dots_neon(const float* x, int M, int K, const uint8_t* w, int N, floa
   signs.resize(static_cast<size_t>(RB) * K);
   for (int nb = n0; nb < n1; nb += RB) {
     const int rows = std::min(RB, n1 - nb);
-    for (int r = 0; r < rows; ++r) {
-      const uint8_t* row = w + static_cast<size_t>(nb + r) * rb;
-      for (int k = 0; k < K; ++k) signs[static_cast<size_t>(r) * K + k] = static_cast<float>(packed_sign(row, k));
-    }
+    for (int r = 0; r < rows; ++r) expand_signs(w + static_cast<size_t>(nb + r) * rb, K, signs.data() + static_cast<size_t>(r) * K);
     for (int m = 0; m < M; ++m) {
       const float* xr = x + static_cast<size_t>(m) * K;
       float32x4_t acc[RB];

@@ -15,31 +15,42 @@
 
 namespace bebert {
 
+// v = clamp(nearbyint((x - offset) / step), qn, qp) - qn - 2^(bits-1) for k < K (the same float operations
+// as every other path, so codes stay bit-identical); the caller zero-fills the padding.
+inline void lut_codes_scalar(const float* x, int K, const RowQuant& q, int8_t* v) {
+  const int centre = 1 << (q.B - 1);
+  for (int k = 0; k < K; ++k) {
+    float f = std::nearbyint((x[k] - q.offset) / q.step);
+    f = std::min(std::max(f, static_cast<float>(q.qn)), static_cast<float>(q.qp));
+    v[k] = static_cast<int8_t>(static_cast<int>(f) - q.qn - centre);
+  }
+}
+
+// tables[g][i] for g < G from codes v[4G]: T[0] = sum v, T[i] = T[i without its lowest set bit r] - 2 v_r.
+inline void lut_tables_scalar(const int8_t* v, int G, int8_t* tables) {
+  for (int g = 0; g < G; ++g, tables += 16) {
+    const int8_t* vg = v + 4 * g;
+    tables[0] = static_cast<int8_t>(vg[0] + vg[1] + vg[2] + vg[3]);
+    for (int i = 1; i < 16; ++i) tables[i] = static_cast<int8_t>(tables[i & (i - 1)] - 2 * vg[__builtin_ctz(i)]);
+  }
+}
+
+// Fills prep for M tokens; Codes / Tables are the ISA's versions of lut_codes_scalar / lut_tables_scalar.
+template <typename Codes, typename Tables>
 inline void lut_prepare_impl(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep,
-                             int threads) {
+                             int threads, Codes codes, Tables tables) {
   const int RB = row_bytes(K), G = 2 * RB, NB = (N + 31) / 32;
   prep.M = M; prep.N = N; prep.RB = RB;
-  prep.tables.assign(static_cast<size_t>(M) * G * 16, 0);
-  prep.wt.assign(static_cast<size_t>(NB) * RB * 32, 0);
-  const int centre = 1 << (q.B - 1);
+  prep.tables.resize(static_cast<size_t>(M) * G * 16);  // every entry is written below
+  prep.wt.resize(static_cast<size_t>(NB) * RB * 32);
+  if (N % 32) std::fill(prep.wt.end() - static_cast<std::ptrdiff_t>(RB) * 32, prep.wt.end(), 0);  // padding rows
 #pragma omp parallel num_threads(std::max(1, threads)) if (threads > 1)
   {
-    std::vector<int8_t> v(static_cast<size_t>(G) * 4);
+    std::vector<int8_t> v(static_cast<size_t>(G) * 4 + 32, 0);  // zero padding past K stays zero
 #pragma omp for schedule(static)
     for (int m = 0; m < M; ++m) {
-      const float* xr = x + static_cast<size_t>(m) * K;
-      for (int k = 0; k < K; ++k) {  // same float operations as every other path: codes stay bit-identical
-        float f = std::nearbyint((xr[k] - q.offset) / q.step);
-        f = std::min(std::max(f, static_cast<float>(q.qn)), static_cast<float>(q.qp));
-        v[k] = static_cast<int8_t>(static_cast<int>(f) - q.qn - centre);
-      }
-      std::fill(v.begin() + K, v.end(), 0);  // padded positions contribute nothing
-      int8_t* t = prep.tables.data() + static_cast<size_t>(m) * G * 16;
-      for (int g = 0; g < G; ++g, t += 16) {
-        const int8_t* vg = v.data() + 4 * g;
-        t[0] = static_cast<int8_t>(vg[0] + vg[1] + vg[2] + vg[3]);
-        for (int i = 1; i < 16; ++i) t[i] = static_cast<int8_t>(t[i & (i - 1)] - 2 * vg[__builtin_ctz(i)]);
-      }
+      codes(x + static_cast<size_t>(m) * K, K, q, v.data());
+      tables(v.data(), G, prep.tables.data() + static_cast<size_t>(m) * G * 16);
     }
 #pragma omp for schedule(static)
     for (int nb = 0; nb < NB; ++nb)

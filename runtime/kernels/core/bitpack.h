@@ -21,4 +21,9 @@ inline int row_bytes(int k) { return words_per_row(k) * 8; }
 // Sign of element k in a packed row: +1 or -1.
 inline int packed_sign(const uint8_t* row, int k) { return ((row[k >> 3] >> (k & 7)) & 1) ? -1 : 1; }
 
+// Expands a packed row to +-1.0f: out[k] for k < K.
+inline void expand_signs(const uint8_t* row, int k_count, float* out) {
+  for (int k = 0; k < k_count; ++k) out[k] = static_cast<float>(packed_sign(row, k));
+}
+
 }  // namespace bebert

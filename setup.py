@@ -6,11 +6,12 @@ from pybind11.setup_helpers import Pybind11Extension
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_SOURCES = sorted(s for s in glob("runtime/kernels/bgemm/*.cc") if not s.endswith("_test.cc"))
+KERNEL_SOURCES = sorted(s for s in glob("runtime/kernels/bgemm/*.cc") + glob("runtime/kernels/core/*.cc")
+                        if not s.endswith("_test.cc"))
 # -ffp-contract=off keeps the activation quantizer's float arithmetic identical to PyTorch's (no fused
 # multiply-add contraction); explicit FMA intrinsics in the kernels are unaffected.
-CFLAGS = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fvisibility=hidden"]
-LDFLAGS = ["-fopenmp"]
+CFLAGS = ["-O3", "-std=c++17", "-pthread", "-ffp-contract=off", "-fvisibility=hidden"]
+LDFLAGS = ["-pthread"]
 
 ext_modules = [
     Pybind11Extension("bebert_deploy.runtime._kernels", ["runtime/kernels/python/module.cc", *KERNEL_SOURCES],

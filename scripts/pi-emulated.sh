@@ -40,9 +40,9 @@ cp -r "$root"/bebert_deploy/. "$pkg/"
 for sub in models exporters runtime; do mkdir -p "$pkg/$sub" && cp -r "$root/$sub"/. "$pkg/$sub/"; done
 find "$pkg" -name "*.so" -delete
 src="$root/runtime/kernels"
-aarch64-linux-gnu-g++-12 -std=c++17 -O3 -fopenmp -ffp-contract=off -fPIC -shared -fvisibility=hidden \
+aarch64-linux-gnu-g++-12 -std=c++17 -O3 -pthread -ffp-contract=off -fPIC -shared -fvisibility=hidden \
   "$src"/ort/ort_ops.cc "$src"/bgemm/bgemm.cc "$src"/bgemm/bgemm_scalar.cc "$src"/bgemm/bgemm_avx2.cc \
-  "$src"/bgemm/bgemm_neon.cc -o "$pkg/runtime/_ort_ops.aarch64.so"
+  "$src"/bgemm/bgemm_neon.cc "$src"/core/thread_pool.cc -o "$pkg/runtime/_ort_ops.aarch64.so"
 
 # onnxruntime probes /proc/cpuinfo at import; under qemu-user it would read the host's x86 text and crash.
 cat > "$work/cpuinfo" <<'CPU'

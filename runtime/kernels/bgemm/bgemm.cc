@@ -8,10 +8,8 @@
 #include <vector>
 
 #include "../core/bitpack.h"
+#include "../core/thread_pool.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace bebert {
 
@@ -51,9 +49,9 @@ Planes quantize(const BinaryLinearArgs& a, const ActQuant& q, QuantFn fn, int th
   p.offset = rq.offset;
   p.bits.assign(static_cast<size_t>(M) * p.B * Wd, 0);
   p.usum.assign(M, 0);
-#pragma omp parallel for num_threads(std::max(1, threads)) if (threads > 1 && M > 1)
-  for (int m = 0; m < M; ++m)
+  parallel_for(M, threads, [&](int m) {
     p.usum[m] = fn(a.x + static_cast<size_t>(m) * K, K, rq, p.bits.data() + static_cast<size_t>(m) * p.B * Wd);
+  });
   return p;
 }
 
@@ -93,8 +91,7 @@ FloatFn floats_for(Isa isa) {
 template <typename F>
 void parallel_blocks(int N, int threads, F&& body) {
   const int blocks = (N + kBlockN - 1) / kBlockN;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(std::max(1, threads)) if (threads > 1 && blocks > 1)
-  for (int b = 0; b < blocks; ++b) body(b * kBlockN, std::min(N, (b + 1) * kBlockN));
+  parallel_for(blocks, threads, [&](int b) { body(b * kBlockN, std::min(N, (b + 1) * kBlockN)); });
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../core/bitpack.h"
+#include "../core/thread_pool.h"
 #include "bgemm.h"
 
 namespace bebert {
@@ -44,22 +45,18 @@ inline void lut_prepare_impl(const float* x, int M, int K, const RowQuant& q, co
   prep.tables.resize(static_cast<size_t>(M) * G * 16);  // every entry is written below
   prep.wt.resize(static_cast<size_t>(NB) * RB * 32);
   if (N % 32) std::fill(prep.wt.end() - static_cast<std::ptrdiff_t>(RB) * 32, prep.wt.end(), 0);  // padding rows
-#pragma omp parallel num_threads(std::max(1, threads)) if (threads > 1)
-  {
-    std::vector<int8_t> v(static_cast<size_t>(G) * 4 + 32, 0);  // zero padding past K stays zero
-#pragma omp for schedule(static)
-    for (int m = 0; m < M; ++m) {
-      codes(x + static_cast<size_t>(m) * K, K, q, v.data());
-      tables(v.data(), G, prep.tables.data() + static_cast<size_t>(m) * G * 16);
+  parallel_for(M, threads, [&](int m) {
+    std::vector<int8_t> v(static_cast<size_t>(G) * 4, 0);  // positions past K stay zero
+    codes(x + static_cast<size_t>(m) * K, K, q, v.data());
+    tables(v.data(), G, prep.tables.data() + static_cast<size_t>(m) * G * 16);
+  });
+  parallel_for(NB, threads, [&](int nb) {
+    for (int r = 0; r < 32 && nb * 32 + r < N; ++r) {
+      const uint8_t* row = w + static_cast<size_t>(nb * 32 + r) * RB;
+      uint8_t* dst = prep.wt.data() + static_cast<size_t>(nb) * RB * 32 + r;
+      for (int p = 0; p < RB; ++p) dst[static_cast<size_t>(p) * 32] = row[p];
     }
-#pragma omp for schedule(static)
-    for (int nb = 0; nb < NB; ++nb)
-      for (int r = 0; r < 32 && nb * 32 + r < N; ++r) {
-        const uint8_t* row = w + static_cast<size_t>(nb * 32 + r) * RB;
-        uint8_t* dst = prep.wt.data() + static_cast<size_t>(nb) * RB * 32 + r;
-        for (int p = 0; p < RB; ++p) dst[static_cast<size_t>(p) * 32] = row[p];
-      }
-  }
+  });
 }
 
 // int16 accumulators: each byte pair adds at most 2 * 32 in magnitude, so 511 pairs cannot overflow.

@@ -1,0 +1,126 @@
+#include "thread_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace bebert {
+namespace {
+
+// ~1000 pause instructions is a few microseconds: enough to catch an op that follows immediately, short
+// enough that a waiting thread gives its core back when the machine is busy.
+constexpr int kSpins = 1000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+class Pool {
+ public:
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  void run(int n_tasks, int threads, const std::function<void(int)>& fn) {
+    std::lock_guard<std::mutex> serial(call_mu_);
+    const int helpers = std::min(threads, n_tasks) - 1;
+    if (helpers <= 0) {
+      for (int i = 0; i < n_tasks; ++i) fn(i);
+      return;
+    }
+    grow(helpers);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      fn_ = &fn;
+      n_tasks_ = n_tasks;
+      next_.store(0);
+      active_ = helpers;
+      pending_.store(helpers);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    work();
+    // wait for the helpers: brief spin, then sleep
+    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+      if (spin < kSpins) {
+        cpu_relax();
+      } else {
+        std::unique_lock<std::mutex> lk(mu_);
+        done_cv_.wait(lk, [&] { return pending_.load() == 0; });
+      }
+    }
+  }
+
+ private:
+  void grow(int n) {
+    while (static_cast<int>(workers_.size()) < n) {
+      const int id = static_cast<int>(workers_.size());
+      workers_.emplace_back([this, id] { loop(id); });
+    }
+  }
+
+  void work() {
+    for (int i; (i = next_.fetch_add(1)) < n_tasks_;) (*fn_)(i);
+  }
+
+  void loop(int id) {
+    unsigned long long seen = 0;
+    for (;;) {
+      // Spin a little for the next job (the next op usually follows within microseconds), then sleep.
+      bool ready = false;
+      for (int spin = 0; spin < kSpins && !ready; ++spin) {
+        ready = generation_.load(std::memory_order_acquire) != seen;
+        if (!ready) cpu_relax();
+      }
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return generation_.load() != seen; });
+      seen = generation_.load();
+      if (stop_) return;
+      const bool mine = id < active_;
+      lk.unlock();
+      if (!mine) continue;
+      work();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> g(mu_);
+        done_cv_.notify_one();
+      }
+    }
+  }
+
+  std::mutex call_mu_, mu_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int)>* fn_ = nullptr;
+  int n_tasks_ = 0, active_ = 0;
+  std::atomic<int> next_{0}, pending_{0};
+  std::atomic<unsigned long long> generation_{0};
+  bool stop_ = false;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: workers may outlive static destruction order safely
+  return *p;
+}
+
+}  // namespace
+
+void parallel_for(int n_tasks, int threads, const std::function<void(int)>& fn) {
+  if (n_tasks <= 0) return;
+  pool().run(n_tasks, threads, fn);
+}
+
+}  // namespace bebert

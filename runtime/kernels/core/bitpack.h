@@ -21,9 +21,20 @@ inline int row_bytes(int k) { return words_per_row(k) * 8; }
 // Sign of element k in a packed row: +1 or -1.
 inline int packed_sign(const uint8_t* row, int k) { return ((row[k >> 3] >> (k & 7)) & 1) ? -1 : 1; }
 
-// Expands a packed row to +-1.0f: out[k] for k < K.
+// Expands a packed row to +-1.0f: out[k] for k < k_count. Whole bytes go through a 256 x 8 table.
 inline void expand_signs(const uint8_t* row, int k_count, float* out) {
-  for (int k = 0; k < k_count; ++k) out[k] = static_cast<float>(packed_sign(row, k));
+  struct Table {
+    float v[256][8];
+    Table() {
+      for (int b = 0; b < 256; ++b)
+        for (int i = 0; i < 8; ++i) v[b][i] = ((b >> i) & 1) ? -1.0f : 1.0f;
+    }
+  };
+  static const Table table;
+  const int full = k_count / 8;
+  for (int i = 0; i < full; ++i)
+    for (int j = 0; j < 8; ++j) out[8 * i + j] = table.v[row[i]][j];
+  for (int k = 8 * full; k < k_count; ++k) out[k] = static_cast<float>(packed_sign(row, k));
 }
 
 }  // namespace bebert

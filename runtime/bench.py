@@ -236,7 +236,7 @@ def print_table(res: dict) -> None:
         t.add_row(r["model"], f"{r['size_mb']:.1f}", f"{r.get('size_ratio', 1):.1f}x", f"{r['p50_ms']:.2f}",
                   f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r.get('latency_ratio', 1):.2f}x",
                   f"{r['throughput_seq_s']:.1f}", f"{r['model_rss_mb']:.0f}", metric)
-    Console().print(t)
+    Console(width=max(132, Console().width)).print(t)  # never truncate model names or figures
 
 
 def plot(results: list[dict], out: str) -> None:

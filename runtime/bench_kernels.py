@@ -127,7 +127,7 @@ def print_table(res: dict) -> None:
     for r in res["rows"]:
         t.add_row(str(r["M"]), f"{r['N']}x{r['K']}", str(r["threads"]), r["kernel"], f"{r['median_ms']:.3f}",
                   f"{r['gop_s']:.0f}", f"{r['speedup_vs_ort_fp32']:.2f}x", f"{r['speedup_vs_ort_int8']:.2f}x")
-    Console().print(t)
+    Console(width=max(132, Console().width)).print(t)  # never truncate model names or figures
 
 
 def main(argv=None) -> None:

@@ -11,16 +11,19 @@
 namespace bebert {
 namespace {
 
-// ~1000 pause instructions is a few microseconds: enough to catch an op that follows immediately, short
-// enough that a waiting thread gives its core back when the machine is busy.
-constexpr int kSpins = 1000;
+// A waiting thread polls for up to kSpinTime, yielding its core on every poll: on an idle machine yield returns
+// at once and the thread is ready for the next op within microseconds; on a busy machine every poll hands the
+// core to whoever needs it. After kSpinTime it sleeps on a condition variable.
+constexpr auto kSpinTime = std::chrono::microseconds(300);
 
-inline void cpu_relax() {
-#if defined(__x86_64__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
+template <typename Ready>
+bool spin_until(Ready ready) {
+  const auto end = std::chrono::steady_clock::now() + kSpinTime;
+  for (int i = 0;; ++i) {
+    if (ready()) return true;
+    std::this_thread::yield();
+    if ((i & 15) == 15 && std::chrono::steady_clock::now() > end) return false;
+  }
 }
 
 class Pool {
@@ -54,14 +57,10 @@ class Pool {
     }
     cv_.notify_all();
     work();
-    // wait for the helpers: brief spin, then sleep
-    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
-      if (spin < kSpins) {
-        cpu_relax();
-      } else {
-        std::unique_lock<std::mutex> lk(mu_);
-        done_cv_.wait(lk, [&] { return pending_.load() == 0; });
-      }
+    // wait for the helpers: poll briefly, then sleep
+    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lk(mu_);
+      done_cv_.wait(lk, [&] { return pending_.load() == 0; });
     }
   }
 
@@ -80,12 +79,8 @@ class Pool {
   void loop(int id) {
     unsigned long long seen = 0;
     for (;;) {
-      // Spin a little for the next job (the next op usually follows within microseconds), then sleep.
-      bool ready = false;
-      for (int spin = 0; spin < kSpins && !ready; ++spin) {
-        ready = generation_.load(std::memory_order_acquire) != seen;
-        if (!ready) cpu_relax();
-      }
+      // Poll a little for the next job (the next op usually follows within microseconds), then sleep.
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return generation_.load() != seen; });
       seen = generation_.load();

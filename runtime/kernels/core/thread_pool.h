@@ -2,7 +2,8 @@
 //
 // Why not OpenMP: libgomp's workers spin-wait at barriers. Between two of our ops ONNX Runtime (or another
 // process) needs the cores, and with any other busy thread on the machine a spinning team turned a 62 ms
-// model run into 337 ms (measured, 2 cores). Here waiting threads spin only a few microseconds, then sleep.
+// model run into 337 ms (measured, 2 cores). Here waiting threads poll with sched_yield for at most 300 us
+// (yield hands the core over at once when anything else wants it), then sleep.
 #pragma once
 #include <functional>
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -121,17 +120,12 @@ class Worker:
 
 
 def system_info() -> dict:
+    from bebert_deploy.env import package_versions
+
     from .bench_kernels import cpu_model
 
-    info = {"cpu": cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
-    for pkg in ("onnxruntime", "ai-edge-litert", "bebert-deploy", "numpy", "tokenizers"):
-        try:
-            from importlib.metadata import version
-
-            info[pkg] = version(pkg)
-        except Exception:
-            pass
-    return info
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
+            **package_versions(("onnxruntime", "ai-edge-litert", "bebert-deploy", "numpy", "tokenizers"))}
 
 
 BENCH_TEXT = ("a gorgeous, witty, seductive movie that never loses its way, even when the plot wanders into "

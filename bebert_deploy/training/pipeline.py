@@ -3,9 +3,7 @@ members -> checkpoint. The CLI's `train` is a thin wrapper over ``train_bebert``
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import logging
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +13,7 @@ import torch
 
 from bebert_deploy.config import TrainConfig
 from bebert_deploy.data.tasks import TaskSpec, get_task, read_tsv
+from bebert_deploy.env import package_versions
 from bebert_deploy.models.bert import FP_QUANT, BertArch, BertClassifier, QuantConfig, load_hf_state_dict
 from bebert_deploy.tokenizer import encode, load_tokenizer
 
@@ -67,16 +66,6 @@ def build_fp_model(base: Path, task: TaskSpec) -> BertClassifier:
     model = BertClassifier(arch, FP_QUANT)
     load_hf_state_dict(model, base)
     return model
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "machine": platform.machine()}
-    for pkg in ("bebert-deploy", "torch", "transformers", "tokenizers"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def train_bebert(cfg: TrainConfig, out_dir: str | Path) -> dict:
@@ -182,7 +171,7 @@ def train_bebert(cfg: TrainConfig, out_dir: str | Path) -> dict:
     summary["ensemble_dev"] = evaluate_logits(task, probs, dev.labels.numpy())
     if is_main():
         save_checkpoint(out_dir, members, alphas, task, cfg.max_len, base, vote=cfg.boost.vote, teacher=teacher,
-                        provenance={"train_config": cfg.to_dict(), "summary": summary, "versions": _versions(),
+                        provenance={"train_config": cfg.to_dict(), "summary": summary, "versions": package_versions(("bebert-deploy", "torch", "transformers", "tokenizers")),
                                     "base": str(base)}, member_info=infos)
     return summary
 

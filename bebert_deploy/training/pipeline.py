@@ -187,16 +187,18 @@ def _ensemble_probs(ens, data: TensorData, batch_size: int = 64, noise_std: floa
 
 
 def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: str = "dev",
-                        limit: int | None = None, noise_std: float = 0.0, noise_seed: int = 0) -> dict:
-    """Metrics of a checkpoint's ensemble, each member and the teacher on ``split`` of its task's data.
-
-    noise_std > 0 adds Gaussian noise to the embedding output (BEBERT's robustness study).
+                        limit: int | None = None, noise_std: float = 0.0, noise_seed: int = 0,
+                        members: list[int] | None = None) -> dict:
+    """Metrics of a checkpoint's ensemble (of ``members``, default all), each of those members and the teacher
+    on ``split`` of its task's data. noise_std > 0 adds Gaussian noise to the embedding output (BEBERT's
+    robustness study), seeded by noise_seed.
     """
     from bebert_deploy.checkpoint import load_checkpoint
     from bebert_deploy.models.ensemble import BebertEnsemble
 
-    ck = load_checkpoint(path)
+    ck = load_checkpoint(path, members=members)
     man = ck.manifest
+    idx = list(range(len(man.members))) if members is None else members
     task = get_task(man.task)
     cfg = TrainConfig(task=man.task, data_dir=data_dir, max_len=man.max_len)
     tok = load_tokenizer(ck.path)
@@ -206,7 +208,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: st
     res = {"task": task.name, "source": task.source, "split": split, "examples": len(data), "members": []}
     for m in ck.members:
         res["members"].append(evaluate_logits(task, predict_logits(m, data, embedding_noise_std=noise_std), gold))
-    ens = BebertEnsemble(ck.members, [e.alpha for e in man.members], man.vote)
+    ens = BebertEnsemble(ck.members, [man.members[i].alpha for i in idx], man.vote)
     res["ensemble"] = evaluate_logits(task, _ensemble_probs(ens, data, noise_std=noise_std), gold)
     if ck.teacher is not None:
         res["teacher"] = evaluate_logits(task, predict_logits(ck.teacher, data, embedding_noise_std=noise_std), gold)

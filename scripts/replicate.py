@@ -1,0 +1,145 @@
+"""Replicate the BEBERT paper's claims with this toolchain (issue 8): one resumable script, results generated.
+
+    python scripts/replicate.py --teacher CKPT_WITH_TEACHER [--seeds 1,2,3] [--size small|tiny] [--out results]
+
+Rows per seed: the full-precision teacher; for each KD mode (A none, B pred, C two_stage) one 3-member BEBERT run
+whose first member is the single BinaryBERT (AdaBoost's first round sees uniform weights) and whose first 2 / 3
+members are the 2- and 3-member ensembles; plus the no-TWS ablation (1 member, KD B). Every row reports the
+held-out TEST split (checkpoints are chosen on dev; nothing here looks at test for tuning), wall-clock training
+time, the exported custom-op ONNX size, and the robustness study of BEBERT section 4.2: Gaussian noise of
+variance 0.01 (std 0.1) on the embedding output, 5 noise seeds, mean and std of the metric.
+
+Each finished training run and each evaluated row is cached under OUT/runs and OUT/rows, so an interrupted run
+resumes where it stopped. results/accuracy.md and results/accuracy.json are written from the cached rows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+from bebert_deploy.config import BoostConfig, TrainConfig
+from bebert_deploy.io import atomic_path
+
+SIZES = {  # train_limit, dev_limit, max_len, ternary_epochs, member_epochs, test_limit
+    "small": (2000, 500, 64, 1, 2, None),
+    "tiny": (64, 32, 16, 1, 1, 64),
+}
+KD_MODES = {"A": "none", "B": "pred", "C": "two_stage"}
+NOISE_STD = 0.1  # variance 0.01
+NOISE_SEEDS = 5
+
+
+def _write_json(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
+
+
+def train_run(out: Path, name: str, cfg: TrainConfig) -> tuple[Path, dict]:
+    """Train (or reuse) one checkpoint; returns its path and the training summary."""
+    from bebert_deploy.training.pipeline import train_bebert
+
+    ck = out / "runs" / name
+    summary_file = out / "runs" / f"{name}.summary.json"
+    if not summary_file.is_file():
+        summary = train_bebert(cfg, ck)
+        _write_json(summary_file, summary)
+    return ck, json.loads(summary_file.read_text())
+
+
+def evaluate_row(ck: Path, members: list[int], test_limit) -> dict:
+    """Clean test metrics and noisy-embedding mean/std of the ensemble of ``members``."""
+    from bebert_deploy.training.pipeline import evaluate_checkpoint
+
+    clean = evaluate_checkpoint(ck, split="test", limit=test_limit, members=members)
+    noisy = [evaluate_checkpoint(ck, split="test", limit=test_limit, members=members, noise_std=NOISE_STD,
+                                 noise_seed=s)["ensemble"] for s in range(NOISE_SEEDS)]
+    key = next(iter(clean["ensemble"]))
+    vals = [n[key] for n in noisy]
+    return {"test": clean["ensemble"], "teacher_test": clean.get("teacher"), "metric": key,
+            "noise_mean": statistics.mean(vals), "noise_std": statistics.pstdev(vals)}
+
+
+def onnx_size_mb(ck: Path, members: list[int], out: Path) -> float:
+    from bebert_deploy.exporters.export import export
+
+    p = out / "onnx" / f"{ck.name}-{len(members)}.onnx"
+    if not p.is_file():
+        export(ck, p, "onnx", "binary", "custom", members=members)
+    return p.stat().st_size / 1e6
+
+
+def seconds(summary: dict, members: int | None = None) -> float:
+    st = summary["stages"]
+    names = ["ternary"] + [f"member{i}" for i in range(members if members is not None else 99)]
+    return sum(st[n].get("seconds", 0.0) for n in names if n in st)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", required=True, help="checkpoint whose full-precision teacher every run reuses")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default="results")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    train_limit, dev_limit, max_len, tern_ep, mem_ep, test_limit = SIZES[a.size]
+    base = TrainConfig(teacher=a.teacher, data_dir=a.data_dir, max_len=max_len, train_limit=train_limit,
+                       dev_limit=dev_limit, ternary_epochs=tern_ep, member_epochs=mem_ep)
+    rows = []
+    for seed in (int(s) for s in a.seeds.split(",")):
+        plan = [(f"kd{k}-s{seed}", replace(base, kd=mode, seed=seed, boost=BoostConfig(members=3)), k, True)
+                for k, mode in KD_MODES.items()]
+        plan.append((f"notws-s{seed}", replace(base, kd="pred", tws=False, seed=seed, boost=BoostConfig(members=1)),
+                     "B", False))
+        for name, cfg, kd, tws in plan:
+            ck, summary = train_run(out, name, cfg)
+            for n in range(1, cfg.boost.members + 1):
+                row_file = out / "rows" / f"{name}-m{n}.json"
+                if not row_file.is_file():
+                    members = list(range(n))
+                    row = {"model": "BEBERT" if n > 1 else ("BinaryBERT" if tws else "W1-E1-A4 without TWS"),
+                           "kd": kd, "members": n, "tws": tws, "seed": seed, **evaluate_row(ck, members, test_limit),
+                           "train_seconds": seconds(summary, n), "size_mb": onnx_size_mb(ck, members, out)}
+                    _write_json(row_file, row)
+                rows.append(json.loads(row_file.read_text()))
+    write_results(rows, out)
+
+
+def write_results(rows: list[dict], out: Path) -> None:
+    """Aggregate rows over seeds into results/accuracy.{json,md}."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["kd"], r["members"], r["tws"]), []).append(r)
+    table = []
+    teacher = list({r["seed"]: r["teacher_test"][r["metric"]] for r in rows if r.get("teacher_test")}.values())
+    if teacher:
+        table.append({"model": "full precision (teacher)", "kd": "-", "members": 1, "size_mb": None,
+                      "metric_mean": statistics.mean(teacher), "metric_std": statistics.pstdev(teacher),
+                      "noise_std_mean": None, "train_seconds": None, "seeds": len(teacher)})
+    for (model, kd, n, tws), rs in groups.items():
+        vals = [r["test"][r["metric"]] for r in rs]
+        table.append({"model": model, "kd": kd, "members": n, "size_mb": statistics.mean(r["size_mb"] for r in rs),
+                      "metric_mean": statistics.mean(vals), "metric_std": statistics.pstdev(vals),
+                      "noise_std_mean": statistics.mean(r["noise_std"] for r in rs),
+                      "train_seconds": statistics.mean(r["train_seconds"] for r in rs), "seeds": len(rs)})
+    _write_json(out / "accuracy.json", {"rows": rows, "table": table, "noise_std_of_embedding_noise": NOISE_STD})
+    lines = ["| model | KD | members | size MB | test metric (mean ± std over seeds) | std under embedding noise | train s | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        size = "-" if t["size_mb"] is None else f"{t['size_mb']:.1f}"
+        noise = "-" if t["noise_std_mean"] is None else f"{t['noise_std_mean']:.4f}"
+        secs = "-" if t["train_seconds"] is None else f"{t['train_seconds']:.0f}"
+        lines.append(f"| {t['model']} | {t['kd']} | {t['members']} | {size} | {t['metric_mean']:.4f} ± {t['metric_std']:.4f} "
+                     f"| {noise} | {secs} | {t['seeds']} |")
+    with atomic_path(out / "accuracy.md") as tmp:
+        tmp.write_text("Generated by scripts/replicate.py; test split of the task's fetched data. Not GLUE.\n\n"
+                       + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -183,7 +183,7 @@ def export(checkpoint, target, precision, ops, members, out_path):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (label and probabilities per text).")
 @friendly
 def predict(model, texts, threads, as_json):
-    """Classify TEXTS with an exported MODEL (.onnx or .tflite); no torch needed."""
+    """Classify TEXTS with an exported MODEL (.onnx); no torch needed."""
     from bebert_deploy.runtime.session import Session
 
     sess = Session(model, threads=threads)

@@ -69,12 +69,7 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", size: str = "default"
     models = {}
     plan = [("fp32.onnx", "onnx", "fp32", "builtin"), ("int8.onnx", "onnx", "int8", "builtin"),
             ("bebert-custom.onnx", "onnx", "binary", "custom"), ("bebert-builtin.onnx", "onnx", "binary", "builtin")]
-    try:
-        import tensorflow  # noqa: F401  (the TFLite exporter needs it; the runtime does not)
-
-        plan += [("fp32.tflite", "tflite", "fp32", "builtin"), ("bebert-custom.tflite", "tflite", "binary", "custom")]
-    except ImportError:
-        log("      (tensorflow not installed: TFLite exports skipped)")
+    log("      (TFLite exports are not implemented in this version: ONNX only)")
     for fname, target, precision, ops in plan:
         p = out / fname
         if not p.is_file():

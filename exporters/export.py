@@ -36,13 +36,11 @@ def export(checkpoint: str | Path, out: str | Path, target: str = "onnx", precis
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if target == "tflite":
+        raise ValueError("TFLite export is not implemented in this version: use --target onnx")
     ck = load_checkpoint(checkpoint, with_teacher=precision != "binary")
     copy_tokenizer(ck.path, Path(out).parent)
     spec = ensemble_spec(ck, members, "binary" if precision == "binary" else "fp32")
-    if target == "tflite":
-        from .tflite_export import export_tflite
-
-        return export_tflite(spec, out, precision=precision, ops=ops)
     from .onnx_export import build_onnx, check_model, quantize_int8, save_onnx
 
     model = build_onnx(spec, ops if precision == "binary" else "builtin")

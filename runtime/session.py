@@ -1,4 +1,4 @@
-"""Inference sessions for exported models (.onnx now; .tflite through the LiteRT path). Needs numpy,
+"""Inference sessions for exported models (.onnx; .tflite is not supported yet). Needs numpy,
 tokenizers and onnxruntime only: no torch, no tensorflow, so it runs on a Raspberry Pi as is."""
 from __future__ import annotations
 
@@ -50,14 +50,9 @@ class Session:
         if suffix == ".onnx":
             self._init_onnx()
         elif suffix == ".tflite":
-            from .litert_session import LiteRtBackend
-
-            self._backend = LiteRtBackend(self.path, self.threads)
-            self.metadata = self._backend.metadata
-            self.output_names = self._backend.output_names
-            self._run = self._backend.run
+            raise ValueError(f"{self.path.name}: .tflite models are not supported by this version's runtime yet")
         else:
-            raise ValueError(f"{self.path.name}: unsupported model format {suffix!r} (expected .onnx or .tflite)")
+            raise ValueError(f"{self.path.name}: unsupported model format {suffix!r} (expected .onnx)")
         self.labels = json.loads(self.metadata.get("labels", "null"))
         self.max_len = int(self.metadata.get("max_len", 128))
         self._tok = None

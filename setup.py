@@ -6,7 +6,8 @@ from pybind11.setup_helpers import Pybind11Extension
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_SOURCES = sorted(s for s in glob("runtime/kernels/bgemm/*.cc") + glob("runtime/kernels/core/*.cc")
+KERNEL_SOURCES = sorted(s for s in glob("runtime/kernels/bgemm/*.cc") + glob("runtime/kernels/bembed/*.cc")
+                        + glob("runtime/kernels/core/*.cc")
                         if not s.endswith("_test.cc"))
 # -ffp-contract=off keeps the activation quantizer's float arithmetic identical to PyTorch's (no fused
 # multiply-add contraction); explicit FMA intrinsics in the kernels are unaffected.
@@ -22,11 +23,18 @@ if all(__import__("os").path.exists(s) for s in ort_sources):
     # A plain shared library (no Python init): ONNX Runtime dlopens it and calls RegisterCustomOps.
     ext_modules.append(Extension("bebert_deploy.runtime._ort_ops", [*ort_sources, *KERNEL_SOURCES],
                                  extra_compile_args=CFLAGS, extra_link_args=LDFLAGS, language="c++"))
+litert_sources = ["runtime/kernels/litert/litert_ops.cc"]
+if all(__import__("os").path.exists(s) for s in litert_sources):
+    # The LiteRT runner: plain C functions called through ctypes; libLiteRt.so is dlopened at run time.
+    ext_modules.append(Extension("bebert_deploy.runtime._litert_ops", [*litert_sources, *KERNEL_SOURCES],
+                                 extra_compile_args=CFLAGS, extra_link_args=LDFLAGS + ["-ldl"], language="c++"))
 
 
 class BuildExt(build_ext):
     def get_export_symbols(self, ext):
-        return ["RegisterCustomOps"] if ext.name.endswith("_ort_ops") else super().get_export_symbols(ext)
+        if ext.name.endswith(("_ort_ops", "_litert_ops")):
+            return []  # plain shared libraries: no PyInit_ symbol; their C functions are marked visible
+        return super().get_export_symbols(ext)
 
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

@@ -161,10 +161,15 @@ def info(checkpoint):
 @click.option("--ops", type=click.Choice(["custom", "builtin"]), default="custom", show_default=True,
               help="custom: packed-bit custom ops (our runtime library); builtin: stock ops only.")
 @click.option("--members", default=None, help="Comma-separated 0-based member indices to export (default all).")
+@click.option("--seq-len", type=int, default=None,
+              help="TFLite only: the model's fixed sequence length (default the checkpoint's max_len).")
 @click.option("--out", "out_path", default=None, help="Output file (default: <checkpoint>/<precision>[-<ops>].<target>).")
 @friendly
-def export(checkpoint, target, precision, ops, members, out_path):
-    """Export CHECKPOINT to ONNX or TFLite (one graph holding every member and their weighted vote)."""
+def export(checkpoint, target, precision, ops, members, seq_len, out_path):
+    """Export CHECKPOINT to ONNX or TFLite (one graph holding every member and their weighted vote).
+
+    TFLite files: custom ops run in LiteRT with our kernels (bebert-deploy's runtime); builtin files run in any
+    TFLite interpreter (INT4 FULLY_CONNECTED weights, dynamic-range activations)."""
     from pathlib import Path
 
     from bebert_deploy.exporters.export import export as do_export
@@ -172,7 +177,7 @@ def export(checkpoint, target, precision, ops, members, out_path):
     if out_path is None:
         tag = f"{precision}-{ops}" if precision == "binary" else precision
         out_path = str(Path(checkpoint) / f"{tag}.{target}")
-    p = do_export(checkpoint, out_path, target, precision, ops, _int_list(members))
+    p = do_export(checkpoint, out_path, target, precision, ops, _int_list(members), seq_len)
     click.echo(f"{p} ({p.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -21,11 +21,13 @@ def copy_tokenizer(src: Path, dest: Path) -> None:
 
 
 def export(checkpoint: str | Path, out: str | Path, target: str = "onnx", precision: str = "binary",
-           ops: str = "custom", members: list[int] | None = None) -> Path:
+           ops: str = "custom", members: list[int] | None = None, seq_len: int | None = None) -> Path:
     """Export ``checkpoint`` to ``out``.
 
     precision: 'binary' (the ensemble, or the ``members`` subset), 'fp32' (the full-precision teacher),
     'int8' (dynamic-range int8 of the teacher). ops: 'custom' (packed-bit custom ops) or 'builtin'.
+    seq_len: the fixed sequence length of a TFLite file (default the checkpoint's max_len; ONNX files take
+    any length up to max_len).
     Returns the written path (written atomically).
     """
     from bebert_deploy.checkpoint import load_checkpoint
@@ -36,11 +38,14 @@ def export(checkpoint: str | Path, out: str | Path, target: str = "onnx", precis
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if target == "tflite":
-        raise ValueError("TFLite export is not implemented in this version: use --target onnx")
     ck = load_checkpoint(checkpoint, with_teacher=precision != "binary")
     copy_tokenizer(ck.path, Path(out).parent)
     spec = ensemble_spec(ck, members, "binary" if precision == "binary" else "fp32")
+    if target == "tflite":
+        from .tflite_export import build_tflite, save_tflite
+
+        weights = "int8" if precision == "int8" else "fp32"
+        return save_tflite(build_tflite(spec, ops if precision == "binary" else "builtin", weights, seq_len), out)
     from .onnx_export import build_onnx, check_model, quantize_int8, save_onnx
 
     model = build_onnx(spec, ops if precision == "binary" else "builtin")

@@ -1,5 +1,5 @@
-"""Inference sessions for exported models (.onnx; .tflite is not supported yet). Needs numpy,
-tokenizers and onnxruntime only: no torch, no tensorflow, so it runs on a Raspberry Pi as is."""
+"""Inference sessions for exported models (.onnx in ONNX Runtime, .tflite in LiteRT). Needs numpy, tokenizers
+and onnxruntime / ai-edge-litert only: no torch, no tensorflow, so it runs on a Raspberry Pi as is."""
 from __future__ import annotations
 
 import ctypes
@@ -35,8 +35,9 @@ def find_tokenizer(model_path: Path) -> Path:
 class Session:
     """Run an exported BEBERT / baseline model.
 
-    Session(path, threads=2) loads a .onnx file (registering our op library when the file uses the `bebert`
-    domain); ``predict(texts)`` returns (labels list[str], probs float32 [n, K]); ``run(feed)`` takes the
+    Session(path, threads=2) loads a .onnx file (with our op library registered) or a .tflite file (custom-op
+    files run in LiteRT's compiled model with our kernels, stock files in the TFLite interpreter; TFLite files
+    have a fixed [1, L] shape, so rows are run one by one, padded to L); ``predict(texts)`` returns (labels list[str], probs float32 [n, K]); ``run(feed)`` takes the
     three int64 [batch, seq] inputs and returns {output name: array}.
     """
 
@@ -50,11 +51,11 @@ class Session:
         if suffix == ".onnx":
             self._init_onnx()
         elif suffix == ".tflite":
-            raise ValueError(f"{self.path.name}: .tflite models are not supported by this version's runtime yet")
+            self._init_tflite()
         else:
-            raise ValueError(f"{self.path.name}: unsupported model format {suffix!r} (expected .onnx)")
+            raise ValueError(f"{self.path.name}: unsupported model format {suffix!r} (expected .onnx or .tflite)")
         self.labels = json.loads(self.metadata.get("labels", "null"))
-        self.max_len = int(self.metadata.get("max_len", 128))
+        self.max_len = int(self.metadata.get("seq_len", self.metadata.get("max_len", 128)))
         self._tok = None
 
     def _init_onnx(self):
@@ -81,6 +82,41 @@ class Session:
         self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
         self.output_names = [o.name for o in self._sess.get_outputs()]
         self._run = lambda feed: dict(zip(self.output_names, self._sess.run(None, feed)))
+
+    def _init_tflite(self):
+        from .litert_session import OUR_OPS, LiteRtCustomRunner, LiteRtInterpreterRunner
+        from .tflite_file import read_tflite
+
+        info = read_tflite(self.path)
+        self.metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.metadata.items()}
+        unknown = [c for c in info.custom_ops if c not in OUR_OPS]
+        if unknown:
+            raise ValueError(f"{self.path.name}: unsupported custom op(s) {', '.join(unknown)} (this runtime has "
+                             f"{', '.join(OUR_OPS)})")
+        names = [t.name for t in info.inputs]
+        if sorted(names) != sorted(INPUT_NAMES) or any(len(t.shape) != 2 or t.shape[0] != 1 for t in info.inputs):
+            raise ValueError(f"{self.path.name}: expected inputs {', '.join(INPUT_NAMES)} of shape [1, L], got "
+                             f"{[(t.name, t.shape) for t in info.inputs]}")
+        runner_cls = LiteRtCustomRunner if info.custom_ops else LiteRtInterpreterRunner
+        runner = runner_cls(self.path, self.threads, info.inputs, info.outputs)
+        self._litert = runner
+        self.isa = runner.isa
+        self.output_names = [t.name for t in info.outputs]
+        L = info.inputs[0].shape[1]
+
+        def run(feed):
+            n, seq = feed["input_ids"].shape
+            results = []
+            for r in range(n):
+                row = []
+                for t in info.inputs:
+                    a = np.zeros((1, L), np.int64)
+                    a[0, :seq] = feed[t.name][r]
+                    row.append(a)
+                results.append(runner.run(row))
+            return {name: np.concatenate([res[i] for res in results]) for i, name in enumerate(self.output_names)}
+
+        self._run = run
 
     @property
     def tokenizer(self):

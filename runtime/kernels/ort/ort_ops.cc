@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "../bembed/bembed.h"
 #include "../bgemm/bgemm.h"
 #include "../core/bitpack.h"
 
@@ -223,26 +224,9 @@ void embedding_compute(void* k, OrtKernelContext* ctx) noexcept {
   const size_t ny = static_cast<size_t>(n) * D;
   if (D <= 0 || dt.size() != 3 || dt[2] != bebert::row_bytes(D) || ds.size() != 2 || ds[0] != dt[0] || ds[1] != dt[1])
     return kernel_error("BinaryEmbedding", "shape mismatch between table [S,V,row_bytes(D)] and scales [S,V]", y, ny);
-  const int S = static_cast<int>(dt[0]);
-  const int64_t V = dt[1];
-  const int64_t* ids = g_api.data<int64_t>(vi);
-  const uint8_t* table = g_api.data<uint8_t>(vt);
-  const float* scales = g_api.data<float>(vs);
-  const int rb = bebert::row_bytes(D);
-  for (int64_t i = 0; i < n; ++i) {
-    float* out = y + i * D;
-    const int64_t id = ids[i];
-    if (id < 0 || id >= V) {
-      kernel_error("BinaryEmbedding", "token id out of range", out, D);
-      continue;
-    }
-    for (int d = 0; d < D; ++d) out[d] = 0.0f;
-    for (int s = 0; s < S; ++s) {
-      const uint8_t* row = table + (static_cast<size_t>(s) * V + id) * rb;
-      const float sc = scales[s * V + id];
-      for (int d = 0; d < D; ++d) out[d] += bebert::packed_sign(row, d) < 0 ? -sc : sc;
-    }
-  }
+  if (bebert::binary_embedding(g_api.data<int64_t>(vi), n, g_api.data<uint8_t>(vt), static_cast<int>(dt[0]), dt[1], D,
+                               g_api.data<float>(vs), y) > 0)
+    kernel_error("BinaryEmbedding", "token id out of range", nullptr, 0);
 }
 
 // ---- op descriptors -------------------------------------------------------------------------------------

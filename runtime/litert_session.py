@@ -1,0 +1,113 @@
+"""Running .tflite files: our custom ops through LiteRT's compiled-model C API (runtime/kernels/litert), stock
+files through ai-edge-litert's Interpreter. Needs numpy and ai-edge-litert only (no TensorFlow, no torch)."""
+from __future__ import annotations
+
+import ctypes
+import glob
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+
+from .tflite_file import TensorInfo
+
+# ai-edge-litert versions whose libLiteRt.so ABI (custom-op kernel struct, 68-byte layouts, lock modes, the CPU
+# options payload) was checked against runtime/kernels/litert/litert_ops.cc.
+SUPPORTED_LITERT = ("2.3.0",)
+OUR_OPS = ("BebertBinaryEmbedding", "BebertBinaryFC")
+
+
+def litert_ops_library() -> Path:
+    here = Path(__file__).parent
+    found = sorted(glob.glob(str(here / "_litert_ops*.so")))
+    if not found:
+        raise FileNotFoundError(f"the bebert LiteRT op library is missing from {here}: reinstall bebert-deploy "
+                                "(pip install builds it; a C++ compiler is needed)")
+    return Path(found[0])
+
+
+def litert_library() -> Path:
+    """libLiteRt.so of the installed ai-edge-litert wheel, after checking its version is one we support."""
+    try:
+        version = importlib_metadata.version("ai-edge-litert")
+    except importlib_metadata.PackageNotFoundError:
+        raise RuntimeError("custom-op .tflite files need ai-edge-litert: pip install 'bebert-deploy[runtime]'") from None
+    if version not in SUPPORTED_LITERT:
+        raise RuntimeError(f"ai-edge-litert {version} is not supported for custom-op .tflite files (its C ABI is "
+                           f"unchecked); install ai-edge-litert=={SUPPORTED_LITERT[-1]}")
+    import importlib.util
+
+    spec = importlib.util.find_spec("ai_edge_litert")
+    lib = Path(spec.origin).parent / "libLiteRt.so"
+    if not lib.is_file():
+        raise RuntimeError(f"ai-edge-litert {version} has no libLiteRt.so at {lib}")
+    return lib
+
+
+class LiteRtCustomRunner:
+    """A compiled LiteRT model with our custom ops. ``run(arrays)`` takes the signature inputs in order and
+    returns the outputs in order (numpy arrays of the signature shapes)."""
+
+    def __init__(self, path: Path, threads: int, inputs: list[TensorInfo], outputs: list[TensorInfo]):
+        self.lib = ctypes.CDLL(str(litert_ops_library()))
+        L = self.lib
+        L.bebert_litert_layout_size.restype = ctypes.c_size_t
+        if L.bebert_litert_layout_size() != 68:
+            raise RuntimeError("the bebert LiteRT op library was built with an unexpected LiteRtLayout size")
+        L.bebert_litert_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
+                                         ctypes.c_char_p, ctypes.c_size_t]
+        L.bebert_litert_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p),
+                                        ctypes.c_char_p, ctypes.c_size_t]
+        L.bebert_litert_io_bytes.restype = ctypes.c_size_t
+        L.bebert_litert_io_bytes.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        L.bebert_litert_close.argtypes = [ctypes.c_void_p]
+        L.bebert_litert_isa.restype = ctypes.c_char_p
+        self.isa = L.bebert_litert_isa().decode()
+        self.inputs, self.outputs = inputs, outputs
+        err = ctypes.create_string_buffer(512)
+        h = ctypes.c_void_p()
+        if L.bebert_litert_open(str(litert_library()).encode(), str(path).encode(), int(threads), ctypes.byref(h), err, 512):
+            raise ValueError(f"{path.name}: LiteRT cannot run the model ({err.value.decode(errors='replace')})")
+        self._h = h
+        for i, t in enumerate(inputs):
+            want = int(np.prod(t.shape)) * t.dtype.itemsize
+            if L.bebert_litert_io_bytes(h, 1, i) != want:
+                self.close()
+                raise ValueError(f"{path.name}: LiteRT's buffer for input {t.name} has an unexpected size")
+        self._out = [np.empty(t.shape, t.dtype) for t in outputs]
+        self._out_ptrs = (ctypes.c_void_p * len(outputs))(*[a.ctypes.data for a in self._out])
+        self._err = err
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        ins = [np.ascontiguousarray(a, t.dtype).reshape(t.shape) for a, t in zip(arrays, self.inputs)]
+        ptrs = (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
+        if self.lib.bebert_litert_run(self._h, ptrs, self._out_ptrs, self._err, 512):
+            raise RuntimeError(f"LiteRT run failed: {self._err.value.decode(errors='replace')}")
+        return [a.copy() for a in self._out]
+
+    def close(self):
+        if getattr(self, "_h", None):
+            self.lib.bebert_litert_close(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+
+class LiteRtInterpreterRunner:
+    """A stock-ops .tflite file in ai-edge-litert's Interpreter (XNNPACK on ``threads`` threads)."""
+
+    def __init__(self, path: Path, threads: int, inputs: list[TensorInfo], outputs: list[TensorInfo]):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self._it = Interpreter(model_path=str(path), num_threads=int(threads))
+            self._runner = self._it.get_signature_runner("serving_default")
+        except Exception as e:  # the interpreter raises RuntimeError / ValueError with multi-line text
+            raise ValueError(f"{path.name}: the TFLite interpreter cannot load the model ({str(e).splitlines()[0]})") from None
+        self.inputs, self.outputs = inputs, outputs
+        self.isa = "xnnpack"
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        out = self._runner(**{t.name: np.ascontiguousarray(a, t.dtype).reshape(t.shape) for a, t in zip(arrays, self.inputs)})
+        return [out[t.name] for t in self.outputs]

@@ -1,0 +1,81 @@
+"""Reading what the runtime needs from a .tflite flatbuffer (metadata, signature tensors) with the schema
+bindings of ai-edge-litert; no TensorFlow, no interpreter. Written files come from exporters/tflite_export.py."""
+from __future__ import annotations
+
+import json
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+METADATA_NAME = "bebert"  # name of the metadata entry holding our JSON
+
+
+@dataclass
+class TensorInfo:
+    """A signature input/output: name, shape, numpy dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass
+class TfliteInfo:
+    metadata: dict
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    custom_ops: list[str]
+
+
+def _np_dtype(tensor_type: int) -> np.dtype:
+    from ai_edge_litert import schema_py_generated as tfl
+
+    t = tfl.TensorType
+    table = {t.FLOAT32: np.float32, t.INT32: np.int32, t.INT64: np.int64, t.UINT8: np.uint8, t.INT8: np.int8}
+    if tensor_type not in table:
+        raise ValueError(f"unsupported signature tensor type {tensor_type}")
+    return np.dtype(table[tensor_type])
+
+
+def read_tflite(path: str | Path) -> TfliteInfo:
+    """Metadata (the ``bebert`` JSON, {} if absent), serving_default signature tensors and custom op names."""
+    from ai_edge_litert import schema_py_generated as tfl
+
+    path = Path(path)
+    with open(path, "rb") as f:
+        try:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:
+            raise ValueError(f"{path.name}: empty file, not a TFLite model") from None
+    try:
+        if len(buf) < 8 or buf[4:8] != b"TFL3":
+            raise ValueError(f"{path.name}: not a TFLite flatbuffer (no TFL3 identifier)")
+        try:
+            model = tfl.Model.GetRootAs(buf, 0)
+            meta = {}
+            for i in range(model.MetadataLength()):
+                md = model.Metadata(i)
+                if md.Name() and md.Name().decode() == METADATA_NAME:
+                    meta = json.loads(model.Buffers(md.Buffer()).DataAsNumpy().tobytes().decode())
+            sg = model.Subgraphs(0)
+            if model.SignatureDefsLength() == 0:
+                raise ValueError(f"{path.name}: the model has no signature (export it with bebert-deploy)")
+            sig = model.SignatureDefs(0)
+
+            def info(tmap):
+                t = sg.Tensors(tmap.TensorIndex())
+                return TensorInfo(tmap.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()), _np_dtype(t.Type()))
+
+            ins = [info(sig.Inputs(i)) for i in range(sig.InputsLength())]
+            outs = [info(sig.Outputs(i)) for i in range(sig.OutputsLength())]
+            customs = sorted({model.OperatorCodes(i).CustomCode().decode() for i in range(model.OperatorCodesLength())
+                              if model.OperatorCodes(i).CustomCode()})
+        except ValueError:
+            raise
+        except Exception as e:  # a truncated or corrupt flatbuffer raises struct/index errors
+            raise ValueError(f"{path.name}: corrupt TFLite flatbuffer ({type(e).__name__})") from None
+        return TfliteInfo(meta, ins, outs, customs)
+    finally:
+        buf.close()

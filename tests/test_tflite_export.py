@@ -1,0 +1,204 @@
+"""TFLite export parity: custom-op files in LiteRT with our kernels, stock (INT4) files in the TFLite interpreter,
+fp32 / int8 baselines, against the PyTorch models and the ONNX exports. TFLite files have a fixed [1, L] shape
+and run row by row, so references are computed row by row too (the asymmetric LSQ quantizer of the attention
+probabilities takes its minimum over the whole tensor, i.e. over the batch)."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bebert_deploy.checkpoint import load_checkpoint, save_checkpoint
+from bebert_deploy.cli import main
+from bebert_deploy.data.tasks import get_task
+from bebert_deploy.exporters.export import export
+from bebert_deploy.exporters.lowering import ensemble_spec
+from bebert_deploy.exporters.tflite_export import build_tflite, pack_int4, save_tflite
+from bebert_deploy.models.bert import BertArch, BertClassifier, QuantConfig
+from bebert_deploy.models.ensemble import BebertEnsemble
+from bebert_deploy.runtime.session import Session
+from bebert_deploy.runtime.tflite_file import read_tflite
+
+from test_onnx_export import FLOAT_TOL, QUANT_TOL, _inputs
+
+# Stock lowering: the interpreter quantizes the (already 4-bit) activations of every INT4 FULLY_CONNECTED to int8
+# on the fly; in these tiny random-ish models that moves probabilities by a few 1e-2 at most.
+BUILTIN_TOL = 0.08
+
+
+def _feed(ids, mask, types):
+    return {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
+
+
+def _torch_rows(model_fn, ids, mask, types):
+    """Reference outputs computed one row at a time (as the fixed-shape TFLite files run)."""
+    outs = []
+    with torch.no_grad():
+        for r in range(ids.shape[0]):
+            outs.append(model_fn(ids[r:r + 1], mask[r:r + 1], types[r:r + 1]))
+    return outs
+
+
+def _ensemble(ck, members=None):
+    idx = members or list(range(len(ck.members)))
+    return BebertEnsemble([ck.members[i] for i in idx], [ck.manifest.members[i].alpha for i in idx], ck.manifest.vote).eval()
+
+
+def _tensor_types(path):
+    from ai_edge_litert import schema_py_generated as tfl
+
+    m = tfl.Model.GetRootAs(open(path, "rb").read(), 0)
+    sg = m.Subgraphs(0)
+    return {sg.Tensors(i).Type() for i in range(sg.TensorsLength())}
+
+
+def test_pack_int4_layout():
+    # TFLite packs INT4 two per byte, the first element in the low nibble; -1 is 0xF.
+    assert pack_int4(np.array([1, -1, -8, 7, 3], np.int8)).tolist() == [0xF1, 0x78, 0x03]
+
+
+def test_custom_ensemble_parity(tiny_ckpt, tmp_path):
+    ck = load_checkpoint(tiny_ckpt)
+    ids, mask, types = _inputs(ck.members[0].arch.vocab_size)
+    ens = _ensemble(ck)
+    p = export(tiny_ckpt, tmp_path / "ens.tflite", "tflite", "binary", "custom")
+    info = read_tflite(p)
+    assert info.custom_ops == ["BebertBinaryEmbedding", "BebertBinaryFC"]
+    s = Session(p, threads=2)
+    assert s.isa in ("avx2", "neon", "scalar")
+    out = s.run(_feed(ids, mask, types))
+    refs = _torch_rows(ens, ids, mask, types)
+    ref = np.concatenate([r[0].numpy() for r in refs])
+    assert np.array_equal(out["probs"].argmax(-1), ref.argmax(-1))
+    assert np.abs(out["probs"] - ref).max() <= QUANT_TOL
+    for i in range(2):
+        lg = np.concatenate([r[1][i].numpy() for r in refs])
+        assert np.abs(out[f"logits_{i}"] - lg).max() <= 10 * QUANT_TOL
+    # the same ensemble through ONNX Runtime (custom ops), row by row
+    onnx_s = Session(export(tiny_ckpt, tmp_path / "ens.onnx", "onnx", "binary", "custom"), threads=2)
+    onnx_rows = np.concatenate([onnx_s.run({k: v[r:r + 1] for k, v in _feed(ids, mask, types).items()})["probs"]
+                                for r in range(ids.shape[0])])
+    assert np.abs(out["probs"] - onnx_rows).max() <= QUANT_TOL
+
+
+def test_builtin_lowering_is_stock_int4(tiny_ckpt, tmp_path):
+    from ai_edge_litert import schema_py_generated as tfl
+    from ai_edge_litert.interpreter import Interpreter
+
+    ck = load_checkpoint(tiny_ckpt)
+    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=1)
+    p = export(tiny_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin")
+    assert read_tflite(p).custom_ops == []
+    assert tfl.TensorType.INT4 in _tensor_types(p) and tfl.TensorType.FLOAT32 in _tensor_types(p)
+    # the stock interpreter runs it directly (no bebert code involved)
+    runner = Interpreter(model_path=str(p), num_threads=1).get_signature_runner("serving_default")
+    f = _feed(ids, mask, types)
+    stock = np.concatenate([runner(**{k: v[r:r + 1] for k, v in f.items()})["probs"] for r in range(ids.shape[0])])
+    ref = np.concatenate([r[0].numpy() for r in _torch_rows(_ensemble(ck), ids, mask, types)])
+    assert np.abs(stock - ref).max() <= BUILTIN_TOL
+    assert np.array_equal(stock.argmax(-1), ref.argmax(-1))
+    custom = Session(export(tiny_ckpt, tmp_path / "c.tflite", "tflite", "binary", "custom"), threads=1).run(f)
+    assert np.abs(stock - custom["probs"]).max() <= BUILTIN_TOL
+
+
+def test_baselines_fp32_and_int8(tiny_ckpt, tmp_path):
+    from ai_edge_litert import schema_py_generated as tfl
+
+    ck = load_checkpoint(tiny_ckpt, with_teacher=True)
+    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=2)
+    with torch.no_grad():
+        ref = torch.softmax(ck.teacher(ids, mask, types), -1).numpy()  # the float model is batch-independent
+    fp = Session(export(tiny_ckpt, tmp_path / "fp32.tflite", "tflite", "fp32"), threads=2).run(_feed(ids, mask, types))
+    assert np.abs(fp["probs"] - ref).max() <= FLOAT_TOL
+    q = export(tiny_ckpt, tmp_path / "int8.tflite", "tflite", "int8")
+    assert tfl.TensorType.INT8 in _tensor_types(q)
+    i8 = Session(q, threads=2).run(_feed(ids, mask, types))
+    assert np.abs(i8["probs"] - ref).max() < 0.1  # dynamic-range int8 is lossy; it must still track fp32
+    assert (tmp_path / "int8.tflite").stat().st_size < 0.75 * (tmp_path / "fp32.tflite").stat().st_size
+
+
+@pytest.mark.parametrize("act_bits,per_row,split", [(32, False, False), (4, True, False), (1, False, True), (8, False, True)])
+def test_every_activation_mode(tmp_path, tiny_base, act_bits, per_row, split):
+    """Random binary members with float / 4-bit / 1-bit / 8-bit activations, per-row or per-tensor scales."""
+    torch.manual_seed(act_bits)
+    arch = BertArch.from_hf_config(tiny_base, num_labels=3)
+    q = QuantConfig(weight_mode="binary", per_row=per_row, embed_mode="binary", act_bits=act_bits, split=split)
+    m = BertClassifier(arch, q).eval()
+    ids, mask, types = _inputs(arch.vocab_size, seed=4)
+    with torch.no_grad():
+        m(ids, mask, types)  # initialises LSQ steps
+    refs = _torch_rows(lambda *a: torch.softmax(m(*a), -1), ids, mask, types)
+    ref = np.concatenate([r.numpy() for r in refs])
+    ck = save_checkpoint(tmp_path / "ck", [m], [1.0], replace(get_task("mnli")), 16, tiny_base)
+    out = Session(export(ck, tmp_path / "c.tflite", "tflite", "binary", "custom"), threads=2).run(_feed(ids, mask, types))
+    tol = FLOAT_TOL * 10 if act_bits == 32 else QUANT_TOL
+    assert np.abs(out["probs"] - ref).max() <= tol
+    b = Session(export(ck, tmp_path / "b.tflite", "tflite", "binary", "builtin"), threads=2).run(_feed(ids, mask, types))
+    assert np.abs(b["probs"] - ref).max() <= BUILTIN_TOL  # hybrid FC: int8 activations on the fly, even for float ones
+
+
+def test_signature_metadata_and_short_inputs(tiny_ckpt, tmp_path):
+    p = export(tiny_ckpt, tmp_path / "m1.tflite", "tflite", "binary", "custom", members=[1], seq_len=12)
+    info = read_tflite(p)
+    assert [t.name for t in info.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert all(t.shape == (1, 12) and t.dtype == np.int64 for t in info.inputs)
+    assert [t.name for t in info.outputs] == ["probs", "logits_0"]
+    meta = info.metadata
+    assert json.loads(meta["bebert.json"])["format_version"] == 1 and meta["members"] == "[1]"
+    assert meta["ops"] == "custom" and meta["seq_len"] == "12" and json.loads(meta["labels"]) == ["rotten", "fresh"]
+    # inputs shorter than the fixed length are padded (mask 0): same result as the explicitly padded input
+    ck = load_checkpoint(tiny_ckpt)
+    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, n=4, seq=12, seed=5)
+    s = Session(p)
+    padded = torch.zeros_like(mask)  # [4, 12]
+    padded[:, :8] = 1
+    full = s.run(_feed(ids, padded, types))
+    short = s.run(_feed(ids[:, :8], torch.ones(4, 8, dtype=mask.dtype), types[:, :8]))
+    assert np.abs(full["probs"] - short["probs"]).max() == 0.0
+    with pytest.raises(ValueError, match="exceeds"):
+        s.run(_feed(*_inputs(ck.members[0].arch.vocab_size, n=4, seq=13)))
+    with pytest.raises(ValueError, match="exceeds the checkpoint's max_len"):
+        export(tiny_ckpt, tmp_path / "long.tflite", "tflite", seq_len=17)
+    assert not (tmp_path / "long.tflite").exists()
+
+
+def test_kernel_errors_are_reported(tiny_ckpt, tmp_path):
+    """LiteRT ignores a custom op's error status: our own flag must turn a bad node into a clear error."""
+    ck = load_checkpoint(tiny_ckpt)
+    spec = ensemble_spec(ck, [0])
+    lin = spec.members[0].layers[0].query
+    spec.members[0].layers[0].query = replace(lin, k=lin.k + 64)  # params say K+64; the packed rows say K
+    p = save_tflite(build_tflite(spec, "custom"), tmp_path / "bad.tflite")
+    with pytest.raises(ValueError, match="kernel error: BebertBinaryFC: shape mismatch"):
+        Session(p)
+
+
+def test_bad_files_and_versions(tmp_path, tiny_ckpt, monkeypatch):
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    (tmp_path / "junk.tflite").write_bytes(b"\x00" * 64)
+    for name in ("empty.tflite", "junk.tflite"):
+        with pytest.raises(ValueError, match="not a TFLite"):
+            Session(tmp_path / name)
+    good = export(tiny_ckpt, tmp_path / "c.tflite", "tflite", "binary", "custom", members=[0])
+    data = good.read_bytes()
+    (tmp_path / "cut.tflite").write_bytes(data[:4096])
+    with pytest.raises(ValueError, match="cut.tflite"):
+        Session(tmp_path / "cut.tflite")
+    import bebert_deploy.runtime.litert_session as ls
+
+    monkeypatch.setattr(ls, "SUPPORTED_LITERT", ("0.0.1",))
+    with pytest.raises(RuntimeError, match="not supported for custom-op .tflite files"):
+        Session(good)
+
+
+def test_cli_export_tflite_and_predict(tiny_ckpt, tmp_path):
+    for ops in ("custom", "builtin"):
+        out = tmp_path / f"cli-{ops}.tflite"
+        r = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--target", "tflite", "--ops", ops, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        r = CliRunner().invoke(main, ["predict", str(out), "good great movie", "awful boring plot", "--json"])
+        assert r.exit_code == 0, r.output
+        res = json.loads(r.output)
+        assert all(x["label"] in ("rotten", "fresh") and abs(sum(x["probs"]) - 1) < 1e-5 for x in res)

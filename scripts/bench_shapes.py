@@ -1,10 +1,13 @@
 """Size and latency of BEBERT exports at real model shapes (random weights), seq 128, against fp32 and int8.
 
-    python scripts/bench_shapes.py [--shapes minilm,bert-base] [--members 1,2,3] [--runs 30] [--out results/shapes]
+    python scripts/bench_shapes.py [--shapes minilm,bert-base] [--members 1,2,3] [--targets onnx,tflite] [--runs 30]
+                                   [--out results/shapes]
 
 Random weights are enough for size and speed (accuracy needs training: see the quickstart / accuracy runs).
 Members are TWS-split binary W1-E1-A4 models at half width (BinaryBERT's layout); the fp32 baseline is the
-full-width model; int8 is ONNX Runtime dynamic quantization of it. Everything is measured in one interleaved run.
+full-width model; int8 is dynamic-range quantization of it (ONNX Runtime's quantize_dynamic; TFLite: int8 FC
+weights). Everything is measured in one interleaved run against the ONNX fp32 file; the TFLite rows are also
+reported against the TFLite fp32 file of the same run (``tflite_ratios`` in the JSON).
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--targets", default="onnx,tflite")
     ap.add_argument("--out", default="results/shapes")
     a = ap.parse_args(argv)
     out = Path(a.out)
@@ -58,13 +62,23 @@ def main(argv=None):
     for shape in a.shapes.split(","):
         d = out / shape
         ck = random_checkpoint(SHAPES[shape](), max(counts), d / "checkpoint", a.seq_len)
-        models = [export(ck, d / "fp32.onnx", "onnx", "fp32"), export(ck, d / "int8.onnx", "onnx", "int8")]
-        for n in counts:
-            for ops in ("custom", "builtin"):
-                models.append(export(ck, d / f"bebert{n}-{ops}.onnx", "onnx", "binary", ops, members=list(range(n))))
+        models = [export(ck, d / "fp32.onnx", "onnx", "fp32")]
+        for target in a.targets.split(","):
+            if target != "onnx":
+                models.append(export(ck, d / f"fp32.{target}", target, "fp32"))
+            models.append(export(ck, d / f"int8.{target}", target, "int8"))
+            for n in counts:
+                for ops in ("custom", "builtin"):
+                    models.append(export(ck, d / f"bebert{n}-{ops}.{target}", target, "binary", ops,
+                                         members=list(range(n))))
         cfg = b.BenchConfig(seq_len=a.seq_len, batch=1, threads=a.threads, warmup=5, runs=a.runs,
                             device_label=f"{shape} random weights")
         res = b.run_bench([str(p) for p in models[1:]], str(models[0]), cfg)
+        tfl = {r["model"]: r for r in res["rows"] if r["model"].endswith(".tflite")}
+        if "fp32.tflite" in tfl:
+            base = tfl["fp32.tflite"]
+            res["tflite_ratios"] = {m: {"smaller_x": base["size_mb"] / r["size_mb"], "latency_x": r["p50_ms"] / base["p50_ms"]}
+                                    for m, r in tfl.items()}
         b.print_table(res)
         b.write_json(res, str(d / "bench.json"))
         print(json.dumps({r["model"]: [round(r["size_mb"], 2), round(r["p50_ms"], 2)] for r in res["rows"]}))

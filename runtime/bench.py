@@ -188,7 +188,7 @@ def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progres
             for i, w in enumerate(tqdm(workers, desc="accuracy", disable=not progress, leave=False)):
                 acc[i] = _metrics(w.info["task"], w.call("predict", (ex.text_a, ex.text_b)), ex.labels)
         elif baseline:  # no labelled data: agreement with the baseline's argmax on random token sequences
-            agree_feed = _feed(paths[0], cfg.seq_len, 32)
+            agree_feed = _feed(paths[0], cfg.seq_len, 8)  # small: every worker holds its model in memory at once
             preds = [np.asarray(w.call("probs", agree_feed)).argmax(-1) for w in workers]
             acc = [{"agreement_with_baseline": float(np.mean(p == preds[0]))} for p in preds]
         stats = [w.call("stats") for w in workers]

@@ -1,7 +1,7 @@
 """`bebert-deploy quickstart`: the whole mission on the built-in default, end to end.
 
 fetch data -> fine-tune the teacher -> 2-member BEBERT (TWS, prediction KD) -> export fp32 / int8 baselines
-and the ensemble (custom-op and builtin lowerings) -> benchmark them in one interleaved run on the held-out
+and the ensemble (custom-op and builtin lowerings) to ONNX and TFLite -> benchmark them in one interleaved run on the held-out
 test split -> table, JSON and plot in the output folder.
 
 Interruption-safe and resumable: every artefact is written atomically, and a rerun skips the steps whose
@@ -68,8 +68,9 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", size: str = "default"
 
     models = {}
     plan = [("fp32.onnx", "onnx", "fp32", "builtin"), ("int8.onnx", "onnx", "int8", "builtin"),
-            ("bebert-custom.onnx", "onnx", "binary", "custom"), ("bebert-builtin.onnx", "onnx", "binary", "builtin")]
-    log("      (TFLite exports are not implemented in this version: ONNX only)")
+            ("bebert-custom.onnx", "onnx", "binary", "custom"), ("bebert-builtin.onnx", "onnx", "binary", "builtin"),
+            ("fp32.tflite", "tflite", "fp32", "builtin"), ("int8.tflite", "tflite", "int8", "builtin"),
+            ("bebert-custom.tflite", "tflite", "binary", "custom"), ("bebert-builtin.tflite", "tflite", "binary", "builtin")]
     for fname, target, precision, ops in plan:
         p = out / fname
         if not p.is_file():
@@ -90,7 +91,7 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", size: str = "default"
     (out / "README.txt").write_text(
         "bebert-deploy quickstart output\n"
         f"checkpoint/   the trained BEBERT checkpoint (bebert-deploy info {ckpt})\n"
-        "*.onnx        exported models (fp32 / int8 baselines, BEBERT custom-op and builtin lowerings)\n"
+        "*.onnx/.tflite exported models (fp32 / int8 baselines, BEBERT custom-op and builtin lowerings)\n"
         "bench.json    the benchmark (bench.png: size vs latency)\n"
         f"try:          bebert-deploy predict {out / 'bebert-custom.onnx'} \"a gorgeous, moving film\"\n")
     log(f"wrote {out}/bench.json, {out}/bench.png")

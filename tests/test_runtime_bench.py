@@ -27,15 +27,19 @@ def exported(tiny_ckpt, tmp_path_factory):
     d = tmp_path_factory.mktemp("exp")
     return {"fp32": export(tiny_ckpt, d / "fp32.onnx", "onnx", "fp32"),
             "ens": export(tiny_ckpt, d / "ens.onnx", "onnx", "binary", "custom"),
-            "builtin": export(tiny_ckpt, d / "ens-b.onnx", "onnx", "binary", "builtin")}
+            "builtin": export(tiny_ckpt, d / "ens-b.onnx", "onnx", "binary", "builtin"),
+            "tfl": export(tiny_ckpt, d / "ens.tflite", "tflite", "binary", "custom"),
+            "tfl-b": export(tiny_ckpt, d / "ens-b.tflite", "tflite", "binary", "builtin")}
 
 
 def test_runtime_runs_without_torch_or_tensorflow(exported, tmp_path):
     script = BLOCK + textwrap.dedent(f"""
         from bebert_deploy.runtime.session import Session
-        s = Session({str(exported['ens'])!r}, threads=2)
-        labels, probs = s.predict(["good great movie", "awful boring plot"])
-        assert probs.shape == (2, 2) and set(labels) <= {{"rotten", "fresh"}}
+        for key in ("ens", "tfl", "tfl-b"):
+            s = Session({{"ens": {str(exported['ens'])!r}, "tfl": {str(exported['tfl'])!r},
+                         "tfl-b": {str(exported['tfl-b'])!r}}}[key], threads=2)
+            labels, probs = s.predict(["good great movie", "awful boring plot"])
+            assert probs.shape == (2, 2) and set(labels) <= {{"rotten", "fresh"}}
         from bebert_deploy.cli import main
         main(["predict", {str(exported['ens'])!r}, "fine fun film"], standalone_mode=False)
         assert "torch" not in sys.modules and "tensorflow" not in sys.modules
@@ -48,15 +52,17 @@ def test_runtime_runs_without_torch_or_tensorflow(exported, tmp_path):
 
 def test_bench_measures_every_model_against_baseline(exported, tiny_data, tmp_path):
     cfg = b.BenchConfig(seq_len=16, batch=1, threads=1, warmup=1, runs=4, data=str(tiny_data / "test.tsv"))
-    res = b.run_bench([str(exported["ens"]), str(exported["builtin"])], str(exported["fp32"]), cfg, progress=False)
+    res = b.run_bench([str(exported["ens"]), str(exported["builtin"]), str(exported["tfl"]), str(exported["tfl-b"])],
+                      str(exported["fp32"]), cfg, progress=False)
     rows = res["rows"]
-    assert [r["model"] for r in rows] == ["fp32.onnx", "ens.onnx", "ens-b.onnx"]
+    assert [r["model"] for r in rows] == ["fp32.onnx", "ens.onnx", "ens-b.onnx", "ens.tflite", "ens-b.tflite"]
     assert rows[0]["size_ratio"] == 1.0 and rows[1]["size_ratio"] > 1.0
     for r in rows:
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
         assert r["peak_rss_mb"] > r["rss_before_load_mb"] > 0
         assert 0.0 <= r["metrics"]["accuracy"] <= 1.0
-    assert rows[1]["isa"] in ("avx2", "neon", "scalar")
+    assert rows[1]["isa"] in ("avx2", "neon", "scalar") and rows[3]["isa"] == rows[1]["isa"]
+    assert rows[1]["metrics"] == rows[3]["metrics"]  # the same ensemble in ONNX Runtime and in LiteRT
     b.write_json(res, str(tmp_path / "a.json"))
     res["device_label"] = "board-b"
     b.write_json(res, str(tmp_path / "b.json"))
@@ -79,7 +85,8 @@ def test_quickstart_tiny_end_to_end(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     res = json.loads((out / "bench.json").read_text())
     names = [row["model"] for row in res["rows"]]
-    assert names[:4] == ["fp32.onnx", "int8.onnx", "bebert-custom.onnx", "bebert-builtin.onnx"]
+    assert names == ["fp32.onnx", "int8.onnx", "bebert-custom.onnx", "bebert-builtin.onnx", "fp32.tflite", "int8.tflite",
+                     "bebert-custom.tflite", "bebert-builtin.tflite"]
     assert (out / "bench.png").stat().st_size > 1000
     assert (out / "checkpoint" / "bebert.json").is_file()
     # resumable: a second run reuses the checkpoint and exports

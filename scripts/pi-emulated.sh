@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Proves the Raspberry Pi (aarch64) runtime path on an x86-64 Debian machine, under qemu-user:
 #   1. an aarch64 sysroot with Debian's python3.11 (apt-get download + dpkg -x, no install),
-#   2. the aarch64 wheels of onnxruntime / numpy / tokenizers + our pure-Python package,
+#   2. the aarch64 wheels of onnxruntime / ai-edge-litert / numpy / tokenizers + our pure-Python package,
 #   3. our ONNX Runtime op library cross-compiled for aarch64 (NEON kernels),
 #   4. `bebert-deploy predict` and `bench` on models exported here, checked against the x86 run.
 # qemu timings are NOT device timings and are never reported as such.
-# Usage: scripts/pi-emulated.sh MODEL.onnx [MODEL.onnx ...]   (needs root: apt, unshare, mount)
+# Usage: scripts/pi-emulated.sh MODEL.onnx|MODEL.tflite [...]   (needs root: apt, unshare, mount)
 set -euo pipefail
 [ "$#" -ge 1 ] || { echo "usage: $0 MODEL.onnx [...]" >&2; exit 2; }
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -26,11 +26,12 @@ if [ ! -x "$sysroot/usr/bin/python3.11" ]; then
   (cd "$cache/debs" && for p in $pkgs; do apt-get download -q "$p:arm64" >/dev/null; done)
   for d in "$cache"/debs/*.deb; do dpkg -x "$d" "$sysroot"; done
 fi
-if [ ! -d "$site/onnxruntime" ]; then
+if [ ! -d "$site/onnxruntime" ] || [ ! -f "$site/ai_edge_litert/libLiteRt.so" ]; then
   echo "[pi] fetching aarch64 wheels into $site"
-  "$py_x86" -m pip install -q --target "$site" --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
+  "$py_x86" -m pip install -q --upgrade --target "$site" --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
     --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 --only-binary :all: --python-version 3.11 \
-    --implementation cp onnxruntime==1.32.0 numpy tokenizers click tqdm rich 2>&1 | grep -v "^WARNING: Location" || true
+    --implementation cp onnxruntime==1.32.0 ai-edge-litert==2.3.0 numpy tokenizers click tqdm rich 2>&1 \
+    | grep -v "^WARNING: Location" || true
 fi
 
 echo "[pi] installing our runtime (pure Python + aarch64 op library)"
@@ -40,9 +41,11 @@ cp -r "$root"/bebert_deploy/. "$pkg/"
 for sub in models exporters runtime; do mkdir -p "$pkg/$sub" && cp -r "$root/$sub"/. "$pkg/$sub/"; done
 find "$pkg" -name "*.so" -delete
 src="$root/runtime/kernels"
-aarch64-linux-gnu-g++-12 -std=c++17 -O3 -pthread -ffp-contract=off -fPIC -shared -fvisibility=hidden \
-  "$src"/ort/ort_ops.cc "$src"/bgemm/bgemm.cc "$src"/bgemm/bgemm_scalar.cc "$src"/bgemm/bgemm_avx2.cc \
-  "$src"/bgemm/bgemm_neon.cc "$src"/core/thread_pool.cc -o "$pkg/runtime/_ort_ops.aarch64.so"
+kernels=("$src"/bgemm/bgemm.cc "$src"/bgemm/bgemm_scalar.cc "$src"/bgemm/bgemm_avx2.cc "$src"/bgemm/bgemm_neon.cc
+         "$src"/bembed/bembed.cc "$src"/core/thread_pool.cc)
+cxx=(aarch64-linux-gnu-g++-12 -std=c++17 -O3 -pthread -ffp-contract=off -fPIC -shared -fvisibility=hidden)
+"${cxx[@]}" "$src"/ort/ort_ops.cc "${kernels[@]}" -o "$pkg/runtime/_ort_ops.aarch64.so"
+"${cxx[@]}" "$src"/litert/litert_ops.cc "${kernels[@]}" -ldl -o "$pkg/runtime/_litert_ops.aarch64.so"
 
 # onnxruntime probes /proc/cpuinfo at import; under qemu-user it would read the host's x86 text and crash.
 cat > "$work/cpuinfo" <<'CPU'

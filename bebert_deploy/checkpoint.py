@@ -45,6 +45,7 @@ class Manifest:
     quant: dict
     members: list[MemberEntry]
     vote: str = "soft"
+    member_type: str = "binarybert"      # QuantConfig.member_type of every member: 'binarybert' | 'bibert' | ...
     teacher: dict | None = None          # {"file": ..., "arch": {...}} of the full-precision model
     provenance: dict = field(default_factory=dict)
     format: str = FORMAT_NAME
@@ -126,7 +127,7 @@ def save_checkpoint(out_dir: str | Path, members, alphas, task, max_len: int, to
         prov.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         man = Manifest(task=task.name, labels=None if task.labels is None else list(task.labels), max_len=max_len,
                        arch=asdict(members[0].arch), quant=asdict(members[0].quant), members=entries, vote=vote,
-                       teacher=t_entry, provenance=prov)
+                       member_type=members[0].quant.member_type, teacher=t_entry, provenance=prov)
         (tmp / MANIFEST).write_text(man.to_json())
     return out_dir
 

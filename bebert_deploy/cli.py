@@ -71,6 +71,8 @@ def _int_list(s: str | None) -> list[int] | None:
 @click.option("--members", default=2, show_default=True, help="Ensemble size N.")
 @click.option("--kd", type=click.Choice(["none", "pred", "two_stage"]), default="pred", show_default=True)
 @click.option("--tws/--no-tws", default=True, show_default=True, help="Ternary weight splitting from a half-width ternary model.")
+@click.option("--member-type", type=click.Choice(["binarybert", "bibert"]), default="binarybert", show_default=True,
+              help="bibert: W1-E1-A1 members with Bi-Attention and BiBERT's DMD distillation (implies --no-tws).")
 @click.option("--act-bits", type=click.Choice(["32", "8", "4"]), default="4", show_default=True)
 @click.option("--per-row/--per-tensor", default=False, show_default=True, help="Binary weight scale per output row.")
 @click.option("--paper-boosting", is_flag=True, help="Official BEBERT code's boosting: resampling, 0.5 ln alpha, hard vote, warm start.")
@@ -84,18 +86,20 @@ def _int_list(s: str | None) -> list[int] | None:
 @click.option("--lr", default=1e-4, show_default=True)
 @click.option("--seed", default=42, show_default=True)
 @friendly
-def train(out_dir, task, data_dir, base, teacher, members, kd, tws, act_bits, per_row, paper_boosting, max_len,
+def train(out_dir, task, data_dir, base, teacher, members, kd, tws, member_type, act_bits, per_row, paper_boosting, max_len,
           train_limit, dev_limit, epochs, teacher_epochs, ternary_epochs, batch_size, lr, seed):
     """Fine-tune a teacher, binarize (TWS) and train an AdaBoost ensemble of binary BERTs."""
     from bebert_deploy.config import BoostConfig, TrainConfig
-    from bebert_deploy.models.bert import QuantConfig
+    from bebert_deploy.models.bert import BIBERT_QUANT, QuantConfig
     from bebert_deploy.training.pipeline import train_bebert
 
+    quant = BIBERT_QUANT if member_type == "bibert" else QuantConfig(per_row=per_row, act_bits=int(act_bits))
+    tws = tws and member_type != "bibert"
     boost = BoostConfig.paper(members) if paper_boosting else BoostConfig(members=members)
     cfg = TrainConfig(task=task, data_dir=data_dir, base=base, teacher=teacher, max_len=max_len,
                       train_limit=train_limit or None, dev_limit=dev_limit or None, batch_size=batch_size,
                       teacher_epochs=teacher_epochs, ternary_epochs=ternary_epochs, member_epochs=epochs, lr=lr,
-                      kd=kd, tws=tws, seed=seed, quant=QuantConfig(per_row=per_row, act_bits=int(act_bits)),
+                      kd=kd, tws=tws, seed=seed, quant=quant,
                       boost=boost)
     summary = train_bebert(cfg, out_dir)
     for name, st in summary["stages"].items():
@@ -145,7 +149,9 @@ def info(checkpoint):
     click.echo(f"arch          layers={a['num_layers']} hidden={a['hidden_size']} heads={a['num_heads']}x{a['head_dim']} "
                f"ffn={a['intermediate_size']} act={a['hidden_act']}")
     click.echo(f"quant         weights={q['weight_mode']}{' (TWS split)' if q.get('split') else ''} "
-               f"scale={'row' if q['per_row'] else 'tensor'} embed={q['embed_mode']} act_bits={q['act_bits']}")
+               f"scale={'row' if q['per_row'] else 'tensor'} embed={q['embed_mode']} act_bits={q['act_bits']} "
+               f"attention={q.get('attention', 'softmax')}")
+    click.echo(f"member type   {man.member_type}")
     click.echo(f"vote          {man.vote}")
     for i, m in enumerate(man.members):
         dev = " ".join(f"{k}={v:.4f}" for k, v in m.dev.items())

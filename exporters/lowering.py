@@ -129,6 +129,7 @@ class LayerSpec:
     probs_act: ActSpec
     ln_attn: tuple[np.ndarray, np.ndarray]
     ln_ffn: tuple[np.ndarray, np.ndarray]
+    attention: str = "softmax"  # or 'bool': BiBERT's Bi-Attention, probs = 1[scores > 0] (probs_act unused)
 
 
 @dataclass
@@ -157,9 +158,11 @@ def member_spec(model: BertClassifier, max_len: int | None = None) -> MemberSpec
 
     layers = []
     for L in model.layers:
+        bool_attn = L.attention == "bool"
         layers.append(LayerSpec(linear_spec(L.query), linear_spec(L.key), linear_spec(L.value), linear_spec(L.attn_out),
                                 linear_spec(L.ffn_in), linear_spec(L.ffn_out), act_spec([L.q_quant]), act_spec([L.k_quant]),
-                                act_spec([L.v_quant]), act_spec([L.probs_quant]), ln(L.ln_attn), ln(L.ln_ffn)))
+                                act_spec([L.v_quant]), ActSpec() if bool_attn else act_spec([L.probs_quant]), ln(L.ln_attn),
+                                ln(L.ln_ffn), L.attention))
     a = model.arch
     return MemberSpec(a.num_heads, a.head_dim, "relu" if isinstance(model.layers[0].act, nn.ReLU) else "gelu",
                       a.layer_norm_eps, embedding_spec(model.word_embeddings), _np(model.position_embeddings.weight)[:max_len],

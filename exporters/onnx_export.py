@@ -162,7 +162,10 @@ class OnnxLowering:
             k = heads(self.fake_quant(self.linear(h, L.key, q_ + "key"), L.k_act), [0, 2, 3, 1])
             v = heads(self.fake_quant(self.linear(h, L.value, q_ + "value"), L.v_act), [0, 2, 1, 3])
             scores = g.op("Add", [g.op("Div", [g.op("MatMul", [q, k]), g.const(math.sqrt(m.head_dim))]), mask_add])
-            probs = self.fake_quant(g.op("Softmax", [scores], axis=-1), L.probs_act)
+            if L.attention == "bool":  # Bi-Attention: exact, the scores of +-1 queries/keys are multiples of 1/sqrt(d)
+                probs = g.op("Cast", [g.op("Greater", [scores, g.const(0.0)])], to=TensorProto.FLOAT)
+            else:
+                probs = self.fake_quant(g.op("Softmax", [scores], axis=-1), L.probs_act)
             ctx = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3]),
                                    g.const([0, 0, -1], np.int64)])
             h = self.layer_norm(g.op("Add", [h, self.linear(ctx, L.attn_out, q_ + "attn_out")]), L.ln_attn, m.eps, q_ + "ln_attn")

@@ -47,7 +47,7 @@ def _tensor_type(dtype) -> int:
     tfl = _schema()
     return {np.dtype(np.float32): tfl.TensorType.FLOAT32, np.dtype(np.int32): tfl.TensorType.INT32,
             np.dtype(np.int64): tfl.TensorType.INT64, np.dtype(np.uint8): tfl.TensorType.UINT8,
-            np.dtype(np.int8): tfl.TensorType.INT8}[np.dtype(dtype)]
+            np.dtype(np.int8): tfl.TensorType.INT8, np.dtype(np.bool_): tfl.TensorType.BOOL}[np.dtype(dtype)]
 
 
 def pack_int4(q: np.ndarray) -> np.ndarray:
@@ -173,7 +173,7 @@ class TfliteGraph:
     def _dtype(self, t: int):
         tfl = self.tfl
         return {tfl.TensorType.FLOAT32: np.float32, tfl.TensorType.INT32: np.int32, tfl.TensorType.INT64: np.int64,
-                tfl.TensorType.UINT8: np.uint8, tfl.TensorType.INT8: np.int8}[self.tensors[t].type]
+                tfl.TensorType.UINT8: np.uint8, tfl.TensorType.INT8: np.int8, tfl.TensorType.BOOL: np.bool_}[self.tensors[t].type]
 
     def serialize(self, inputs: dict[str, int], outputs: dict[str, int], metadata: dict) -> bytes:
         """The finished model as flatbuffer bytes (file identifier TFL3, schema version 3)."""
@@ -414,7 +414,10 @@ class TfliteLowering:
             k = heads(self.fake_quant(self.linear(h, Ly.key, q_ + "key"), Ly.k_act))
             v = heads(self.fake_quant(self.linear(h, Ly.value, q_ + "value"), Ly.v_act))
             scores = g.binary("ADD", g.binary("DIV", self.matmul(q, k, True), g.const(math.sqrt(hd))), mask_add)
-            probs = self.fake_quant(self.softmax(scores), Ly.probs_act)
+            if Ly.attention == "bool":  # Bi-Attention: probs = 1[scores > 0]
+                probs = g.cast(g.op("GREATER", [scores, g.const(0.0)], g.shape(scores), np.bool_), np.float32)
+            else:
+                probs = self.fake_quant(self.softmax(scores), Ly.probs_act)
             ctx = g.reshape(g.transpose(self.matmul(probs, v, False), [0, 2, 1, 3]), (B, L, nh * hd))
             h = self.layer_norm(g.binary("ADD", h, self.linear(ctx, Ly.attn_out, q_ + "attn_out")), Ly.ln_attn, m.eps,
                                 q_ + "ln_attn")

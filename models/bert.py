@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import QuantEmbedding, QuantLinear, SumOfParts
-from .quantizers import make_act_quantizer
+from .quantizers import BoolAttention, make_act_quantizer
 
 MASK_VALUE = -10000.0  # additive attention mask, as in the BERT/BinaryBERT code; the exporters use it too
 
@@ -77,6 +77,17 @@ class QuantConfig:
     embed_mode: str = "binary"
     act_bits: int = 4
     split: bool = False  # after ternary weight splitting: every quantized slot is a SumOfParts of two binaries
+    attention: str = "softmax"  # 'softmax', or 'bool': BiBERT's Bi-Attention (binary weights, no softmax)
+
+    @property
+    def member_type(self) -> str:
+        """'bibert' (W1-E1-A1 with Bi-Attention), 'binarybert' (binary weights, multi-bit activations), 'fp',
+        or 'quantized' for any other mix."""
+        if self.attention == "bool" and self.act_bits == 1:
+            return "bibert"
+        if self.is_fp:
+            return "fp"
+        return "binarybert" if self.weight_mode == "binary" and self.attention == "softmax" else "quantized"
 
     @property
     def is_fp(self) -> bool:
@@ -84,6 +95,9 @@ class QuantConfig:
 
 
 FP_QUANT = QuantConfig(weight_mode="fp", embed_mode="fp", act_bits=32)
+# BiBERT (Qin et al. 2022): 1-bit weights with per-row scales, 1-bit word embeddings, sign activations at every
+# linear input, Bi-Attention. (BiBERT's code also re-centres each weight row before taking signs; not done here.)
+BIBERT_QUANT = QuantConfig(weight_mode="binary", per_row=True, embed_mode="binary", act_bits=1, attention="bool")
 
 
 def quant_linear(quant: QuantConfig, k: int, n: int, act_symmetric: bool = True) -> nn.Module:
@@ -113,13 +127,18 @@ class BertLayer(nn.Module):
         self.value = quant_linear(quant, H, A)
         self.attn_out = quant_linear(quant, A, H)
         self.ffn_in = quant_linear(quant, H, I)
-        relu = ab < 32
+        if quant.attention not in ("softmax", "bool"):
+            raise ValueError(f"unknown attention {quant.attention!r}; expected 'softmax' or 'bool'")
+        # BinaryBERT switches the FFN to ReLU for multi-bit activations; with sign activations ReLU would make
+        # every FFN output input +1, so BiBERT keeps GELU.
+        relu = 2 <= ab < 32
         self.ffn_out = quant_linear(quant, I, H, act_symmetric=not relu)
         self.act = nn.ReLU() if relu else nn.GELU()
         self.q_quant = make_act_quantizer(ab, True)
         self.k_quant = make_act_quantizer(ab, True)
         self.v_quant = make_act_quantizer(ab, True)
-        self.probs_quant = make_act_quantizer(ab, False)
+        self.attention = quant.attention
+        self.probs_quant = BoolAttention() if quant.attention == "bool" else make_act_quantizer(ab, False)
         self.ln_attn = nn.LayerNorm(H, eps=arch.layer_norm_eps)
         self.ln_ffn = nn.LayerNorm(H, eps=arch.layer_norm_eps)
         self.dropout = nn.Dropout(arch.dropout)
@@ -129,18 +148,22 @@ class BertLayer(nn.Module):
         return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, h: torch.Tensor, mask_add: torch.Tensor, head_mask: torch.Tensor | None = None):
-        q = self._heads(self.q_quant(self.query(h)))
-        k = self._heads(self.k_quant(self.key(h)))
-        v = self._heads(self.v_quant(self.value(h)))
+        """Returns (h [B, L, H], attention scores [B, heads, L, L] with the mask added, FFN inner [B, L, I],
+        (q, k, v) before their quantizers [B, heads, L, head_dim] each, for BiBERT's direction-matching KD)."""
+        qf, kf, vf = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
+        q, k, v = self.q_quant(qf), self.k_quant(kf), self.v_quant(vf)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + mask_add
-        probs = self.probs_quant(self.dropout(F.softmax(scores, dim=-1)))
+        if self.attention == "bool":  # Bi-Attention: no softmax; dropout on the scores as in BiBERT's code
+            probs = self.probs_quant(self.dropout(scores))
+        else:
+            probs = self.probs_quant(self.dropout(F.softmax(scores, dim=-1)))
         if head_mask is not None:  # [num_heads], used for head-importance scores when pruning
             probs = probs * head_mask.view(1, -1, 1, 1)
         ctx = (probs @ v).transpose(1, 2).reshape(h.shape[0], h.shape[1], -1)
         h = self.ln_attn(h + self.dropout(self.attn_out(ctx)))
         inner = self.act(self.ffn_in(h))
         h = self.ln_ffn(h + self.dropout(self.ffn_out(inner)))
-        return h, scores, inner
+        return h, scores, inner, (qf, kf, vf)
 
 
 class BertClassifier(nn.Module):
@@ -149,7 +172,8 @@ class BertClassifier(nn.Module):
     forward(input_ids [B, L] int64, attention_mask [B, L] int64, token_type_ids [B, L] int64)
     -> logits [B, num_labels] float32; with ``return_internals`` also a dict holding ``hidden_states``
     (L+1 tensors [B, L, H]: embedding output and every layer's output), ``attention_scores`` (per layer,
-    pre-softmax [B, heads, L, L] with the mask added) and ``ffn_inner`` (per layer [B, L, I]).
+    pre-softmax [B, heads, L, L] with the mask added), ``ffn_inner`` (per layer [B, L, I]) and ``qkv`` (per layer
+    the query, key and value [B, heads, L, head_dim] before their activation quantizers).
     """
 
     def __init__(self, arch: BertArch, quant: QuantConfig = FP_QUANT):
@@ -183,16 +207,17 @@ class BertClassifier(nn.Module):
         if embedding_noise_std > 0:  # robustness study (BEBERT section 4.2): Gaussian noise on the embedding output
             h = h + torch.randn_like(h) * embedding_noise_std
         h = self.dropout(h)
-        hidden, scores, inner = [h], [], []
+        hidden, scores, inner, qkv = [h], [], [], []
         for i, layer in enumerate(self.layers):
-            h, s, f = layer(h, mask_add, None if head_masks is None else head_masks[i])
+            h, s, f, t = layer(h, mask_add, None if head_masks is None else head_masks[i])
             hidden.append(h)
             scores.append(s)
             inner.append(f)
+            qkv.append(t)
         pooled = torch.tanh(self.pooler(h[:, 0]))
         logits = self.classifier(self.dropout(pooled))
         if return_internals:
-            return logits, {"hidden_states": hidden, "attention_scores": scores, "ffn_inner": inner}
+            return logits, {"hidden_states": hidden, "attention_scores": scores, "ffn_inner": inner, "qkv": qkv}
         return logits
 
 

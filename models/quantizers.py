@@ -141,6 +141,27 @@ class SignActQuantizer(nn.Module):
         return _SignAct.apply(x)
 
 
+class _BoolAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x.abs() <= 1).to(g.dtype)
+
+
+class BoolAttention(nn.Module):
+    """BiBERT's Bi-Attention: binary attention weights bool(scores) = 1[score > 0] in {0, 1}, replacing
+    softmax (for +-1 queries and keys this maximises the information entropy of the binarized weights);
+    STE gradient 1[|score| <= 1]. scores [B, heads, L, L] (mask added) -> float {0, 1} of the same shape."""
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return _BoolAct.apply(scores)
+
+
 def make_act_quantizer(bits: int, symmetric: bool) -> nn.Module:
     """Activation quantizer for ``bits`` in {1, 4, 8, 32}; 32 means full precision (nn.Identity)."""
     if bits >= 32:

@@ -91,13 +91,19 @@ s = Session(sys.argv[1])
 print("arch", platform.machine(), "isa", s.isa, file=sys.stderr)
 from bebert_deploy.cli import main
 main(["predict", sys.argv[1], *sys.argv[2:], "--json"])' "$model" "${texts[@]}" > "$work/arm.json"
-  "$py_x86" - "$work/x86.json" "$work/arm.json" <<'CMP' || status=1
+  "$py_x86" - "$work/x86.json" "$work/arm.json" "$model" <<'CMP' || status=1
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
 diff = max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra["probs"], rb["probs"]))
 same = [ra["label"] for ra in a] == [rb["label"] for rb in b]
-print(f"[pi]   labels identical: {same}; max |prob diff| x86 vs aarch64: {diff:.2e}")
-sys.exit(0 if same and diff <= 2e-3 else 1)
+# Our kernels are bit-identical across ISAs; stock TFLite files run XNNPACK's dynamic-range (int8 on the fly)
+# kernels, whose x86 and ARM variants round differently: the lowering's stated bound applies there.
+tol = 2e-3
+if sys.argv[3].endswith(".tflite"):
+    from bebert_deploy.runtime.tflite_file import read_tflite
+    tol = 2e-3 if read_tflite(sys.argv[3]).custom_ops else 8e-2
+print(f"[pi]   labels identical: {same}; max |prob diff| x86 vs aarch64: {diff:.2e} (bound {tol:.0e})")
+sys.exit(0 if same and diff <= tol else 1)
 CMP
   echo "[pi] $name: bench under qemu (correctness of the bench path only; qemu timings are not device timings)"
   emulated -m bebert_deploy.cli bench "$model" --seq-len 16 --runs 2 --warmup 1 --threads 2 \

@@ -82,7 +82,7 @@ def test_cli_info_and_eval(tiny_ckpt, tiny_data):
     (["train", "--task", "imdb"], "unknown task 'imdb'"),
     (["train", "--data-dir", "/nonexistent/data", "--task", "sst-2"], "data file not found"),
     (["data", "fetch", "wikipedia"], "unknown dataset 'wikipedia'"),
-    (["export", "/nonexistent/ckpt", "--target", "tflite"], "TFLite export is not implemented"),
+    (["export", "/nonexistent/ckpt", "--target", "tflite"], "/nonexistent/ckpt"),
     (["predict", "/etc/hostname", "hi"], "unsupported model format"),
 ])
 def test_cli_errors_are_one_line(args, msg):

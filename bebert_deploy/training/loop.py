@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from bebert_deploy.data.metrics import compute_metrics
 from bebert_deploy.data.tasks import TaskSpec
 
-from .kd import intermediate_loss, prediction_loss, task_loss
+from .kd import bibert_loss, intermediate_loss, prediction_loss, task_loss
 
 
 @dataclass
@@ -74,7 +74,8 @@ def evaluate_logits(task: TaskSpec, logits: np.ndarray, labels) -> dict[str, flo
 
 @dataclass
 class StageSpec:
-    """What one stage optimises. loss: 'task' (hard labels), 'pred' (prediction KD), 'inter' (stage-1 KD)."""
+    """What one stage optimises. loss: 'task' (hard labels), 'pred' (prediction KD), 'inter' (stage-1 KD),
+    'bibert' (BiBERT's prediction KD + direction-matching distillation)."""
 
     epochs: int
     lr: float
@@ -147,17 +148,20 @@ def fit(model, train: TensorData, dev: TensorData, task: TaskSpec, spec: StageSp
         for s in range(0, len(order), spec.batch_size):
             idx = torch.as_tensor(order[s:s + spec.batch_size])
             b = train.batch(idx)
-            need_int = spec.loss == "inter"
+            need_int = spec.loss in ("inter", "bibert")
             out = net(b["input_ids"], b["attention_mask"], b["token_type_ids"], return_internals=need_int)
+            sw = None if w_loss is None else w_loss[idx]
             if spec.loss == "task":
-                loss = task_loss(out, b["labels"], task.is_regression, None if w_loss is None else w_loss[idx])
+                loss = task_loss(out, b["labels"], task.is_regression, sw)
             else:
                 with torch.no_grad():
                     t_out = teacher(b["input_ids"], b["attention_mask"], b["token_type_ids"], return_internals=need_int)
-                if need_int:
+                if spec.loss == "inter":
                     loss = intermediate_loss(out[1], t_out[1], teacher_heads)
+                elif spec.loss == "bibert":
+                    loss = bibert_loss(out[0], t_out[0], out[1], t_out[1], b["labels"], task.is_regression, sw)
                 else:
-                    loss = prediction_loss(out, t_out, task.is_regression)
+                    loss = prediction_loss(out, t_out, task.is_regression, sw)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

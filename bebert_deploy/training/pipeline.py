@@ -106,9 +106,15 @@ def train_bebert(cfg: TrainConfig, out_dir: str | Path) -> dict:
         p.requires_grad_(False)
 
     # 2. binary initialisation
-    kd_loss = {"none": "task", "pred": "pred", "two_stage": "pred"}[cfg.kd]
-    teacher_heads = None
     q = cfg.quant
+    kd_loss = {"none": "task", "pred": "pred", "two_stage": "pred"}[cfg.kd]
+    if q.member_type == "bibert":
+        # BiBERT members are binarized straight from the full-width teacher and trained with BiBERT's one-stage
+        # loss (prediction KD + direction-matching distillation): no TWS, no two-stage schedule.
+        if cfg.tws or cfg.kd == "two_stage":
+            raise ValueError("BiBERT members take --no-tws and --kd pred (BiBERT's DMD loss) or --kd none")
+        kd_loss = "bibert" if cfg.kd == "pred" else "task"
+    teacher_heads = None
     if cfg.tws:
         if q.weight_mode != "binary":
             raise ValueError("--tws needs binary weights (it splits a ternary model into two binary halves)")

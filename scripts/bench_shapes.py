@@ -21,7 +21,7 @@ import torch
 from bebert_deploy.checkpoint import save_checkpoint
 from bebert_deploy.data.tasks import get_task
 from bebert_deploy.exporters.export import export
-from bebert_deploy.models.bert import FP_QUANT, BertArch, BertClassifier, QuantConfig
+from bebert_deploy.models.bert import BIBERT_QUANT, FP_QUANT, BertArch, BertClassifier, QuantConfig
 from bebert_deploy.runtime import bench as b
 from bebert_deploy.training.pipeline import default_base
 
@@ -32,14 +32,18 @@ SHAPES = {
 }
 
 
-def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int) -> Path:
+def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, member_type: str = "binarybert") -> Path:
+    """BinaryBERT members: TWS-split W1-E1-A4 at half width; BiBERT members: W1-E1-A1 at full width."""
     torch.manual_seed(0)
     teacher = BertClassifier(arch, FP_QUANT).eval()
     half = replace(arch, num_heads=arch.num_heads // 2, intermediate_size=arch.intermediate_size // 2)
     ids = torch.randint(1000, 20000, (2, max_len))
     ms = []
     for i in range(members):
-        m = BertClassifier(half, QuantConfig(weight_mode="binary", embed_mode="binary", act_bits=4, split=True)).eval()
+        if member_type == "bibert":
+            m = BertClassifier(arch, BIBERT_QUANT).eval()
+        else:
+            m = BertClassifier(half, QuantConfig(weight_mode="binary", embed_mode="binary", act_bits=4, split=True)).eval()
         with torch.no_grad():
             m(ids)  # initialises the LSQ steps
         ms.append(m)
@@ -55,6 +59,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--targets", default="onnx,tflite")
+    ap.add_argument("--bibert", default="", help="also BiBERT (W1A1) ensembles of these sizes, custom ops, e.g. 1,2")
     ap.add_argument("--out", default="results/shapes")
     a = ap.parse_args(argv)
     out = Path(a.out)
@@ -70,6 +75,13 @@ def main(argv=None):
             for n in counts:
                 for ops in ("custom", "builtin"):
                     models.append(export(ck, d / f"bebert{n}-{ops}.{target}", target, "binary", ops,
+                                         members=list(range(n))))
+        if a.bibert:
+            bck = random_checkpoint(SHAPES[shape](), max(int(x) for x in a.bibert.split(",")), d / "checkpoint-bibert",
+                                    a.seq_len, "bibert")
+            for target in a.targets.split(","):
+                for n in (int(x) for x in a.bibert.split(",")):
+                    models.append(export(bck, d / f"bibert{n}-custom.{target}", target, "binary", "custom",
                                          members=list(range(n))))
         cfg = b.BenchConfig(seq_len=a.seq_len, batch=1, threads=a.threads, warmup=5, runs=a.runs,
                             device_label=f"{shape} random weights")

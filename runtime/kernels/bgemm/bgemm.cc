@@ -133,17 +133,26 @@ void binary_linear(const BinaryLinearArgs& a, Isa isa) {
         for (int n = 0; n < N; ++n) a.y[static_cast<size_t>(m) * N + n] += alpha[n] * fbuf[static_cast<size_t>(m) * N + n];
       continue;
     }
-    if ((isa == Isa::kAvx2 || isa == Isa::kNeon) && q.mode == ActMode::kInt && q.bits <= 4) {
+    const bool lut_int = q.mode == ActMode::kInt && q.bits <= 4, lut_sign = q.mode == ActMode::kSign;
+    if ((isa == Isa::kAvx2 || isa == Isa::kNeon) && (lut_int || lut_sign)) {
       // Table lookup: dots = sum_k v_k s_k with v = q - c, c = qn + 2^(bits-1); so sum q s = dots + c * rowsum.
+      // Sign activations use v = sign(x) directly (dots is the answer); per weight bit the lookup costs about
+      // half of what XOR + nibble popcount + a horizontal sum per output cost.
       RowQuant rq{q.mode, q.bits, q.symmetric ? -(1 << (q.bits - 1)) : 0,
                   q.symmetric ? (1 << (q.bits - 1)) - 1 : (1 << q.bits) - 1, q.step, 0.0f};
-      if (!q.symmetric) rq.offset = *std::min_element(a.x, a.x + static_cast<size_t>(M) * K);
+      if (!q.symmetric && lut_int) rq.offset = *std::min_element(a.x, a.x + static_cast<size_t>(M) * K);
       LutPrep prep;
       const bool neon = isa == Isa::kNeon;
       (neon ? lut_prepare_neon : lut_prepare_avx2)(a.x, M, K, rq, w, N, prep, a.threads);
       cbuf.assign(static_cast<size_t>(M) * N, 0);
       const auto dots = neon ? lut_dots_neon : lut_dots_avx2;
       parallel_blocks(N, a.threads, [&](int n0, int n1) { dots(prep, cbuf.data(), n0, n1); });
+      if (lut_sign) {
+        for (int m = 0; m < M; ++m)
+          for (int n = 0; n < N; ++n)
+            a.y[static_cast<size_t>(m) * N + n] += alpha[n] * static_cast<float>(cbuf[static_cast<size_t>(m) * N + n]);
+        continue;
+      }
       const int c = rq.qn + (1 << (q.bits - 1));
       const std::vector<int32_t> rs = (c != 0 || !q.symmetric) ? row_sums(w, N, K) : std::vector<int32_t>(N, 0);
       for (int m = 0; m < M; ++m)

@@ -164,6 +164,7 @@ namespace {
 
 // lut_codes_scalar, 8 floats at a time (same operations: subtract, divide, round half to even, clamp).
 BEBERT_AVX2 void lut_codes_avx2(const float* x, int K, const RowQuant& q, int8_t* v) {
+  if (q.mode == ActMode::kSign) return lut_codes_scalar(x, K, q, v);  // a compare per element: not the hot part
   const __m256 step = _mm256_set1_ps(q.step), off = _mm256_set1_ps(q.offset);
   const __m256 lo = _mm256_set1_ps(static_cast<float>(q.qn)), hi = _mm256_set1_ps(static_cast<float>(q.qp));
   const __m256i shift = _mm256_set1_epi32(q.qn + (1 << (q.B - 1)));

@@ -1,4 +1,4 @@
-// Preparation of the table-lookup path (2..4-bit activations), shared by the AVX2 and NEON files, which
+// Preparation of the table-lookup path (2..4-bit and sign activations), shared by the AVX2 and NEON files, which
 // inline it into functions compiled for their ISA.
 //
 // Per token m and group g of 4 weights, T[i] = sum_r v_(4g+r) * (bit r of i ? -1 : +1) for the 16 sign
@@ -18,7 +18,12 @@ namespace bebert {
 
 // v = clamp(nearbyint((x - offset) / step), qn, qp) - qn - 2^(bits-1) for k < K (the same float operations
 // as every other path, so codes stay bit-identical); the caller zero-fills the padding.
+// kSign: v = sign(x) in {-1, +1} (sign(0) = +1), so the table dots are the +-1 dot products themselves.
 inline void lut_codes_scalar(const float* x, int K, const RowQuant& q, int8_t* v) {
+  if (q.mode == ActMode::kSign) {
+    for (int k = 0; k < K; ++k) v[k] = x[k] < 0.0f ? -1 : 1;
+    return;
+  }
   const int centre = 1 << (q.B - 1);
   for (int k = 0; k < K; ++k) {
     float f = std::nearbyint((x[k] - q.offset) / q.step);

@@ -26,11 +26,18 @@ class BebertEnsemble(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, embedding_noise_std: float = 0.0):
         logits = torch.stack([m(input_ids, attention_mask, token_type_ids, embedding_noise_std=embedding_noise_std)
                               for m in self.members])
-        w = (self.alphas / self.alphas.sum()).view(-1, 1, 1)
-        if logits.shape[-1] == 1:
-            return (w * logits).sum(0), logits
-        if self.vote == "hard":
-            p = F.one_hot(logits.argmax(-1), logits.shape[-1]).float()
-        else:
-            p = F.softmax(logits, -1)
-        return (w * p).sum(0), logits
+        return combine_votes(logits, self.alphas, self.vote), logits
+
+
+def combine_votes(logits: torch.Tensor, alphas: torch.Tensor, vote: str = "soft") -> torch.Tensor:
+    """The ensemble's output from member logits [m, B, K] and alphas [m]: sum_i w_i softmax(logits_i) with
+    w = alpha / sum(alpha) ('soft'), the same with one-hot argmaxes ('hard'), or the weighted mean of the
+    outputs for regression (K = 1). -> [B, K] float32."""
+    w = (alphas / alphas.sum()).view(-1, 1, 1).to(logits.dtype)
+    if logits.shape[-1] == 1:
+        return (w * logits).sum(0)
+    if vote == "hard":
+        p = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    else:
+        p = F.softmax(logits, -1)
+    return (w * p).sum(0)

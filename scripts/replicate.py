@@ -53,17 +53,32 @@ def train_run(out: Path, name: str, cfg: TrainConfig) -> tuple[Path, dict]:
     return ck, json.loads(summary_file.read_text())
 
 
-def evaluate_row(ck: Path, members: list[int], test_limit) -> dict:
-    """Clean test metrics and noisy-embedding mean/std of the ensemble of ``members``."""
-    from bebert_deploy.training.pipeline import evaluate_checkpoint
+def evaluate_rows(ck: Path, n_members: int, test_limit) -> dict[int, dict]:
+    """For n = 1..n_members: clean test metrics and noisy-embedding mean/std of the ensemble of the first n
+    members. Each member's logits are computed once per noise seed and combined (soft/hard vote) for every n."""
+    import numpy as np
+    import torch
 
-    clean = evaluate_checkpoint(ck, split="test", limit=test_limit, members=members)
-    noisy = [evaluate_checkpoint(ck, split="test", limit=test_limit, members=members, noise_std=NOISE_STD,
-                                 noise_seed=s)["ensemble"] for s in range(NOISE_SEEDS)]
-    key = next(iter(clean["ensemble"]))
-    vals = [n[key] for n in noisy]
-    return {"test": clean["ensemble"], "teacher_test": clean.get("teacher"), "metric": key,
-            "noise_mean": statistics.mean(vals), "noise_std": statistics.pstdev(vals)}
+    from bebert_deploy.models.ensemble import combine_votes
+    from bebert_deploy.training.pipeline import evaluate_logits, member_logits
+
+    runs = [member_logits(ck, split="test", limit=test_limit, with_teacher=True)]
+    runs += [member_logits(ck, split="test", limit=test_limit, noise_std=NOISE_STD, noise_seed=s) for s in range(NOISE_SEEDS)]
+    task, gold = runs[0]["task"], runs[0]["gold"]
+    teacher = evaluate_logits(task, runs[0]["teacher"], gold) if "teacher" in runs[0] else None
+
+    def ens(run, n):
+        logits = torch.as_tensor(np.stack(run["logits"][:n]))
+        return evaluate_logits(task, combine_votes(logits, torch.tensor(run["alphas"][:n]), run["vote"]).numpy(), gold)
+
+    rows = {}
+    for n in range(1, n_members + 1):
+        clean = ens(runs[0], n)
+        key = next(iter(clean))
+        vals = [ens(r, n)[key] for r in runs[1:]]
+        rows[n] = {"test": clean, "teacher_test": teacher, "metric": key,
+                   "noise_mean": statistics.mean(vals), "noise_std": statistics.pstdev(vals)}
+    return rows
 
 
 def onnx_size_mb(ck: Path, members: list[int], out: Path) -> float:
@@ -115,16 +130,18 @@ def main(argv=None):
             if a.report_only and not (out / "runs" / f"{name}.summary.json").is_file():
                 continue
             ck, summary = train_run(out, name, cfg)
+            evaluated = None
             for n in range(1, cfg.boost.members + 1):
                 row_file = out / "rows" / f"{name}-m{n}.json"
                 if not row_file.is_file():
                     members = list(range(n))
+                    evaluated = evaluated or evaluate_rows(ck, cfg.boost.members, test_limit)
                     if kd == "DMD":
                         model = "BEBERT of BiBERTs" if n > 1 else "BiBERT (W1-E1-A1)"
                     else:
                         model = "BEBERT" if n > 1 else ("BinaryBERT" if tws else "W1-E1-A4 without TWS")
                     row = {"model": model,
-                           "kd": kd, "members": n, "tws": tws, "seed": seed, **evaluate_row(ck, members, test_limit),
+                           "kd": kd, "members": n, "tws": tws, "seed": seed, **evaluated[n],
                            "train_seconds": seconds(summary, n), "size_mb": onnx_size_mb(ck, members, out)}
                     _write_json(row_file, row)
                 rows.append(json.loads(row_file.read_text()))

@@ -219,3 +219,24 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: st
     if ck.teacher is not None:
         res["teacher"] = evaluate_logits(task, predict_logits(ck.teacher, data, embedding_noise_std=noise_std), gold)
     return res
+
+
+def member_logits(path: str | Path, data_dir: str | None = None, split: str = "test", limit: int | None = None,
+                  noise_std: float = 0.0, noise_seed: int = 0, with_teacher: bool = False) -> dict:
+    """Every member's logits [n, K] (float32) on ``split``, computed once so that ensembles of any member subset
+    can be formed with models.ensemble.combine_votes; noise as in evaluate_checkpoint (each member draws its own
+    noise, in member order, after seeding with noise_seed). Returns task, gold labels, alphas, vote, logits list,
+    and the teacher's logits when asked (without noise)."""
+    from bebert_deploy.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, with_teacher=with_teacher)
+    man = ck.manifest
+    task = get_task(man.task)
+    cfg = TrainConfig(task=man.task, data_dir=data_dir, max_len=man.max_len)
+    data = load_split(cfg, task, split, load_tokenizer(ck.path), limit)
+    torch.manual_seed(noise_seed)
+    out = {"task": task, "gold": data.labels.numpy(), "alphas": [m.alpha for m in man.members], "vote": man.vote,
+           "logits": [predict_logits(m, data, embedding_noise_std=noise_std) for m in ck.members]}
+    if with_teacher and ck.teacher is not None:
+        out["teacher"] = predict_logits(ck.teacher, data)
+    return out

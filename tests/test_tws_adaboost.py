@@ -65,3 +65,21 @@ def test_combine_soft_and_hard():
     np.testing.assert_allclose(hard, [[2.0 / 3.5, 1.5 / 3.5]])
     with pytest.raises(ValueError):
         adaboost.member_alpha(0.2, 2, "bagging")
+
+
+def test_prediction_kd_loss_is_weighted_by_boosting_weights():
+    """AdaBoost's sample weights must reach a KD-trained member: the prediction-KD loss is the weighted mean of
+    the per-example soft cross-entropies (the same convention as the hard-label loss)."""
+    import torch
+
+    from bebert_deploy.training.kd import prediction_loss
+
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    per = -(torch.softmax(t, -1) * torch.log_softmax(s, -1)).sum(-1)
+    w = torch.tensor([2.0, 0.5, 0.5, 1.0])
+    assert torch.allclose(prediction_loss(s, t, False, w), (per * w).sum() / 4)
+    assert torch.allclose(prediction_loss(s, t, False), per.mean())
+    assert not torch.allclose(prediction_loss(s, t, False, w), per.mean())
+    reg = prediction_loss(s[:, :1], t[:, :1], True, w)
+    assert torch.allclose(reg, (((s[:, 0] - t[:, 0]) ** 2) * w).sum() / 4)

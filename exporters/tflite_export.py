@@ -9,7 +9,9 @@ Lowerings (``ops``) of the binary layers:
 - 'builtin': stock builtins only, for any TFLite interpreter: a binary linear layer becomes one FULLY_CONNECTED
   per TWS part whose weight tensor is INT4 holding exactly +-1 with the per-row scale alpha as its per-channel
   quantization scale (so alpha * sign(w) is exact); the interpreter quantizes the (already 4-bit fake-quantized)
-  activations to int8 on the fly (dynamic range), which is the only approximation. The binary word embedding
+  activations to int8 on the fly (dynamic range), which is the only approximation (for sign activations the file
+  asks for symmetric input quantization, exact for +-1 in TFLite's own kernels; XNNPACK, the default delegate,
+  quantizes asymmetrically regardless, so W1A1 layers there are approximate too). The binary word embedding
   stays 1 bit per weight: the gathered rows are unpacked in the graph (FLOOR_DIV / FLOOR_MOD on int32).
 Baselines: precision 'fp32' (float FULLY_CONNECTED) and 'int8' (per-channel symmetric int8 FC weights, float
 activations quantized on the fly: what TFLite's dynamic-range quantization produces for FC layers).
@@ -290,11 +292,13 @@ class TfliteLowering:
         return g.binary("ADD", g.binary("MUL", clip_round(g.binary("SUB", x, mn)), step), mn)
 
     # --- layers ------------------------------------------------------------------------------------------
-    def fully_connected(self, x: int, w: int, bias: int, n: int, hybrid: bool) -> int:
+    def fully_connected(self, x: int, w: int, bias: int, n: int, hybrid: bool, asymmetric: bool = True) -> int:
+        """FULLY_CONNECTED; ``hybrid`` (quantized weights): the interpreter quantizes x to int8 per run,
+        asymmetric (min/max) or symmetric (max |x| -> 127, which keeps +-1 sign activations exact)."""
         g = self.g
         opts = self.tfl.FullyConnectedOptionsT()
         opts.keepNumDims = True
-        opts.asymmetricQuantizeInputs = hybrid
+        opts.asymmetricQuantizeInputs = hybrid and asymmetric
         return g.op("FULLY_CONNECTED", [x, w, bias], g.shape(x)[:-1] + (n,), np.float32,
                     ("FullyConnectedOptions", opts))
 
@@ -337,7 +341,7 @@ class TfliteLowering:
             signs[alpha == 0] = 0
             w = self._quantized_weight(f"{name}.part{s}", signs, np.where(alpha == 0, 1.0, alpha), True)
             bias = g.init(f"{name}.bias", spec.bias) if s == spec.packed.shape[0] - 1 else -1
-            y = self.fully_connected(self.fake_quant(x, spec.act, s), w, bias, spec.n, True)
+            y = self.fully_connected(self.fake_quant(x, spec.act, s), w, bias, spec.n, True, spec.act.mode != "sign")
             out = y if out is None else g.binary("ADD", out, y)
         return out
 

@@ -2,8 +2,12 @@
 files through ai-edge-litert's Interpreter. Needs numpy and ai-edge-litert only (no TensorFlow, no torch)."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
+import os
+import sys
+import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -44,6 +48,29 @@ def litert_library() -> Path:
     return lib
 
 
+@contextlib.contextmanager
+def captured_stderr():
+    """Collects what native code writes to file descriptor 2 (LiteRT logs INFO lines on every model load) into
+    a list of lines, so sessions load quietly and an error can quote LiteRT's own last ERROR line."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def _last_error(lines: list[str]) -> str:
+    errs = [ln.strip() for ln in lines if "ERROR" in ln and ln.strip().rstrip(":").split("]")[-1].strip()]
+    return f"; LiteRT said: {errs[-1][:200]}" if errs else ""
+
+
 class LiteRtCustomRunner:
     """A compiled LiteRT model with our custom ops. ``run(arrays)`` takes the signature inputs in order and
     returns the outputs in order (numpy arrays of the signature shapes)."""
@@ -66,8 +93,12 @@ class LiteRtCustomRunner:
         self.inputs, self.outputs = inputs, outputs
         err = ctypes.create_string_buffer(512)
         h = ctypes.c_void_p()
-        if L.bebert_litert_open(str(litert_library()).encode(), str(path).encode(), int(threads), ctypes.byref(h), err, 512):
-            raise ValueError(f"{path.name}: LiteRT cannot run the model ({err.value.decode(errors='replace')})")
+        lib = str(litert_library()).encode()
+        with captured_stderr() as log:
+            failed = L.bebert_litert_open(lib, str(path).encode(), int(threads), ctypes.byref(h), err, 512)
+        if failed:
+            raise ValueError(f"{path.name}: LiteRT cannot run the model ({err.value.decode(errors='replace')}"
+                             f"{_last_error(log)})")
         self._h = h
         for i, t in enumerate(inputs):
             want = int(np.prod(t.shape)) * t.dtype.itemsize
@@ -87,8 +118,12 @@ class LiteRtCustomRunner:
 
     def close(self):
         if getattr(self, "_h", None):
-            self.lib.bebert_litert_close(self._h)
-            self._h = None
+            h, self._h = self._h, None
+            try:
+                with captured_stderr():  # LiteRT logs the accelerator's destruction
+                    self.lib.bebert_litert_close(h)
+            except Exception:  # at interpreter shutdown the helpers may be gone: close loudly instead
+                self.lib.bebert_litert_close(h)
 
     def __del__(self):
         self.close()
@@ -101,8 +136,10 @@ class LiteRtInterpreterRunner:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self._it = Interpreter(model_path=str(path), num_threads=int(threads))
-            self._runner = self._it.get_signature_runner("serving_default")
+            with captured_stderr():
+                self._it = Interpreter(model_path=str(path), num_threads=int(threads))
+                self._runner = self._it.get_signature_runner("serving_default")
+                self._runner(**{t.name: np.zeros(t.shape, t.dtype) for t in inputs})  # delegate set-up logs here
         except Exception as e:  # the interpreter raises RuntimeError / ValueError with multi-line text
             raise ValueError(f"{path.name}: the TFLite interpreter cannot load the model ({str(e).splitlines()[0]})") from None
         self.inputs, self.outputs = inputs, outputs

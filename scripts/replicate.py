@@ -103,6 +103,8 @@ def main(argv=None):
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default="results")
+    ap.add_argument("--lr", type=float, default=None, help="binary/ternary learning rate (default TrainConfig's); "
+                    "runs are then named with an -lr<value> suffix and reported as their own rows")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--only", default=None, help="comma-separated run kinds to do: kdA,kdB,kdC,notws,bibert")
     ap.add_argument("--report-only", action="store_true", help="no training: evaluate finished runs and write the tables")
@@ -115,6 +117,9 @@ def main(argv=None):
     train_limit, dev_limit, max_len, tern_ep, mem_ep, test_limit = SIZES[a.size]
     base = TrainConfig(teacher=a.teacher, data_dir=a.data_dir, max_len=max_len, train_limit=train_limit,
                        dev_limit=dev_limit, ternary_epochs=tern_ep, member_epochs=mem_ep)
+    if a.lr is not None:
+        base = replace(base, lr=a.lr)
+    tag = "" if a.lr is None else f"-lr{a.lr:g}"
     rows = []
     for seed in (int(s) for s in a.seeds.split(",")):
         plan = [(f"kd{k}-s{seed}", replace(base, kd=mode, seed=seed, boost=BoostConfig(members=3)), k, True)
@@ -126,6 +131,7 @@ def main(argv=None):
                                                 boost=BoostConfig(members=3)), "DMD", False))
         if a.only:
             plan = [p for p in plan if p[0].split("-")[0] in a.only.split(",")]
+        plan = [(name + tag, cfg, kd + tag, tws) for name, cfg, kd, tws in plan]
         for name, cfg, kd, tws in plan:
             if a.report_only and not (out / "runs" / f"{name}.summary.json").is_file():
                 continue
@@ -136,7 +142,7 @@ def main(argv=None):
                 if not row_file.is_file():
                     members = list(range(n))
                     evaluated = evaluated or evaluate_rows(ck, cfg.boost.members, test_limit)
-                    if kd == "DMD":
+                    if kd.startswith("DMD"):
                         model = "BEBERT of BiBERTs" if n > 1 else "BiBERT (W1-E1-A1)"
                     else:
                         model = "BEBERT" if n > 1 else ("BinaryBERT" if tws else "W1-E1-A4 without TWS")

@@ -38,6 +38,8 @@ def export(checkpoint: str | Path, out: str | Path, target: str = "onnx", precis
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if seq_len is not None and target != "tflite":
+        raise ValueError("--seq-len fixes the shape of TFLite files only (ONNX exports take any length up to max_len)")
     ck = load_checkpoint(checkpoint, with_teacher=precision != "binary")
     copy_tokenizer(ck.path, Path(out).parent)
     spec = ensemble_spec(ck, members, "binary" if precision == "binary" else "fp32")

@@ -216,3 +216,30 @@ def test_cli_export_tflite_and_predict(tiny_ckpt, tmp_path):
         assert r.exit_code == 0, r.output
         res = json.loads(r.output)
         assert all(x["label"] in ("rotten", "fresh") and abs(sum(x["probs"]) - 1) < 1e-5 for x in res)
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_hard_vote_and_regression_heads(tmp_path, tiny_base, target):
+    """The official code's hard weighted vote (ARG_MAX + ONE_HOT in TFLite, ArgMax + OneHot in ONNX) and a
+    regression head (K = 1: the alpha-weighted mean of the members' outputs) in both exporters."""
+    torch.manual_seed(11)
+    ids, mask, types = _inputs(BertArch.from_hf_config(tiny_base, num_labels=2).vocab_size, seed=8)
+    for task, labels, vote in [("rotten-tomatoes", 2, "hard"), ("sts-b", 1, "soft")]:
+        arch = replace(BertArch.from_hf_config(tiny_base, num_labels=labels))
+        q = QuantConfig(weight_mode="binary", embed_mode="binary", act_bits=4)
+        ms = [BertClassifier(arch, q).eval() for _ in range(2)]
+        with torch.no_grad():
+            for m in ms:
+                m(ids, mask, types)  # LSQ steps
+        ens = BebertEnsemble(ms, [0.7, 1.3], vote).eval()
+        ref = np.concatenate([r[0].numpy() for r in _torch_rows(ens, ids, mask, types)])
+        ck = save_checkpoint(tmp_path / f"ck-{task}", ms, [0.7, 1.3], get_task(task), 16, tiny_base, vote=vote)
+        out = Session(export(ck, tmp_path / f"{task}.{target}", target, "binary", "custom")).run(_feed(ids, mask, types))
+        if target == "onnx":  # ONNX runs the batch at once: compare row by row there too
+            s = Session(tmp_path / f"{task}.{target}")
+            out = {"probs": np.concatenate([s.run({k: v[r:r + 1] for k, v in _feed(ids, mask, types).items()})["probs"]
+                                            for r in range(ids.shape[0])])}
+        assert out["probs"].shape == ref.shape
+        assert np.abs(out["probs"] - ref).max() <= (1e-5 if vote == "hard" else QUANT_TOL), (task, vote)
+    with pytest.raises(ValueError, match="TFLite files only"):
+        export(ck, tmp_path / "x.onnx", "onnx", seq_len=8)

@@ -81,7 +81,13 @@ class OnnxLowering:
         if act.symmetric:
             q = g.op("Clip", [g.op("Round", [g.op("Div", [x, step])]), g.const(qn), g.const(qp)])
             return g.op("Mul", [q, step])
-        mn = g.op("ReduceMin", [x], keepdims=0)
+        # per-example minimum (over all axes but the batch axis), reshaped to [B, 1, ..., 1] whatever x's rank
+        mn = g.op("ReduceMin", [g.op("Flatten", [x], axis=1), g.const([1], np.int64)], keepdims=1)  # [B, 1]
+        shape = g.op("Shape", [x])
+        ones = g.op("Add", [g.op("Mul", [shape, g.const(0, np.int64)]), g.const(1, np.int64)])
+        target = g.op("Concat", [g.op("Slice", [shape, g.const([0], np.int64), g.const([1], np.int64)]),
+                                 g.op("Slice", [ones, g.const([1], np.int64), g.const([2**62], np.int64)])], axis=0)
+        mn = g.op("Reshape", [mn, target])
         q = g.op("Clip", [g.op("Round", [g.op("Div", [g.op("Sub", [x, mn]), step])]), g.const(qn), g.const(qp)])
         return g.op("Add", [g.op("Mul", [q, step]), mn])
 

@@ -288,7 +288,7 @@ class TfliteLowering:
 
         if act.symmetric:
             return g.binary("MUL", clip_round(x), step)
-        mn = g.reduce("REDUCE_MIN", x, list(range(len(g.shape(x)))), keep_dims=False)
+        mn = g.reduce("REDUCE_MIN", x, list(range(1, len(g.shape(x)))), keep_dims=True)  # per example
         return g.binary("ADD", g.binary("MUL", clip_round(g.binary("SUB", x, mn)), step), mn)
 
     # --- layers ------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ class LsqActQuantizer(nn.Module):
     """LSQ activation quantizer with a learnable per-tensor step ``s`` (BinaryBERT's A4 setting).
 
     symmetric:  q = clamp(round(x / s), -2^(b-1), 2^(b-1)-1);              x_hat = s * q
-    asymmetric: m = min(x) (dynamic, over the whole tensor);
+    asymmetric: m = min(x) (dynamic, per example: over every dimension but the first, so an example's output
+                never depends on the other examples of its batch);
                 q = clamp(round((x - m) / s), 0, 2^b - 1);                  x_hat = s * q + m
     The step's gradient is scaled by 1/sqrt(numel * Qp) and the round uses a straight-through estimator.
     The step is initialised on the first batch: 2*mean|x|/sqrt(Qp) (sym) or 4*mean|x-m|/sqrt(Qp) (asym).
@@ -107,7 +108,10 @@ class LsqActQuantizer(nn.Module):
         self.register_buffer("initialized", torch.tensor(False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offset = torch.zeros((), dtype=x.dtype, device=x.device) if self.symmetric else x.min()
+        if self.symmetric:
+            offset = torch.zeros((), dtype=x.dtype, device=x.device)
+        else:
+            offset = x.amin(dim=tuple(range(1, x.dim())), keepdim=True) if x.dim() > 1 else x.min()
         xs = x - offset
         if not bool(self.initialized):
             with torch.no_grad():

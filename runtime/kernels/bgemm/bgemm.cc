@@ -190,6 +190,21 @@ void binary_linear(const BinaryLinearArgs& a, Isa isa) {
       for (int n = 0; n < N; ++n) a.y[static_cast<size_t>(m) * N + n] += a.bias[n];
 }
 
+void binary_linear_examples(const BinaryLinearArgs& a, int examples, Isa isa) {
+  bool per_example = examples > 1 && a.M % examples == 0;
+  bool asym = false;
+  for (int s = 0; s < a.S; ++s) asym = asym || (a.act[s].mode == ActMode::kInt && !a.act[s].symmetric);
+  if (!per_example || !asym) return binary_linear(a, isa);
+  const int rows = a.M / examples;
+  for (int e = 0; e < examples; ++e) {
+    BinaryLinearArgs part = a;
+    part.M = rows;
+    part.x = a.x + static_cast<size_t>(e) * rows * a.K;
+    part.y = a.y + static_cast<size_t>(e) * rows * a.N;
+    binary_linear(part, isa);
+  }
+}
+
 Isa best_isa() {
 #if defined(__aarch64__)
   return Isa::kNeon;

@@ -3,7 +3,7 @@
 // quantizer sees it:
 //   kFloat: Xhat = X (exact float arithmetic on +-1 weights);
 //   kInt:   LSQ quantizer of `bits` bits. symmetric: q = clamp(nearbyint(x / step), -2^(b-1), 2^(b-1)-1),
-//           Xhat = step * q; asymmetric: m = min(X) over the whole tensor,
+//           Xhat = step * q; asymmetric: m = min(X) over the whole [M, K] input of one call,
 //           q = clamp(nearbyint((x - m) / step), 0, 2^b - 1), Xhat = step * q + m;
 //   kSign:  Xhat = sign(X) with sign(0) = +1 (BiBERT's 1-bit activations).
 // Integer modes compute sum_k q_k * sign(w_k) exactly with bit-serial popcounts, so every ISA path gives
@@ -41,6 +41,9 @@ struct BinaryLinearArgs {
 std::string validate(const BinaryLinearArgs& a);
 // Runs the layer on the requested ISA (kAuto = best available). Arguments must pass validate().
 void binary_linear(const BinaryLinearArgs& a, Isa isa = Isa::kAuto);
+// The same for X holding `examples` examples of M / examples rows each: an asymmetric activation quantizer then
+// takes its minimum per example (as the PyTorch model does), so no example's output depends on its batch.
+void binary_linear_examples(const BinaryLinearArgs& a, int examples, Isa isa = Isa::kAuto);
 
 Isa best_isa();
 bool isa_supported(Isa isa);

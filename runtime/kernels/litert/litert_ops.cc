@@ -176,7 +176,7 @@ int run_linear(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* 
   args.act = act.data(); args.y = y.as<float>(); args.threads = s->threads;
   const std::string err = bebert::validate(args);
   if (!err.empty()) return s->fail("BebertBinaryFC: " + err), kErrorRuntimeFailure;
-  if (M > 0) bebert::binary_linear(args);
+  if (M > 0) bebert::binary_linear_examples(args, x.rank() >= 2 ? static_cast<int>(x.dim(0)) : 1);
   return kOk;
 }
 

@@ -192,7 +192,7 @@ void linear_compute(void* k, OrtKernelContext* ctx) noexcept {
   a.bias = g_api.data<float>(vb); a.act = act.data(); a.y = y; a.threads = g_threads;
   const std::string err = bebert::validate(a);
   if (!err.empty()) return kernel_error("BinaryLinear", err, y, ny);
-  bebert::binary_linear(a);
+  bebert::binary_linear_examples(a, dx.size() >= 2 ? static_cast<int>(dx[0]) : 1);
 }
 
 // ---- BinaryEmbedding ------------------------------------------------------------------------------------

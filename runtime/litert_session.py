@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import glob
 import os
 import sys
 import tempfile
@@ -22,12 +21,10 @@ OUR_OPS = ("BebertBinaryEmbedding", "BebertBinaryFC")
 
 
 def litert_ops_library() -> Path:
-    here = Path(__file__).parent
-    found = sorted(glob.glob(str(here / "_litert_ops*.so")))
-    if not found:
-        raise FileNotFoundError(f"the bebert LiteRT op library is missing from {here}: reinstall bebert-deploy "
-                                "(pip install builds it; a C++ compiler is needed)")
-    return Path(found[0])
+    """Path of our LiteRT op library (runtime/kernels/litert)."""
+    from .session import native_library
+
+    return native_library("_litert_ops", "LiteRT op")
 
 
 def litert_library() -> Path:

@@ -14,14 +14,19 @@ import numpy as np
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def ort_ops_library() -> Path:
-    """Path of our native ONNX Runtime custom-op library (built by pip install)."""
+def native_library(stem: str, what: str) -> Path:
+    """Path of one of our native libraries built by pip install (``stem`` e.g. '_ort_ops'), beside this file."""
     here = Path(__file__).parent
-    found = sorted(glob.glob(str(here / "_ort_ops*.so")))
+    found = sorted(glob.glob(str(here / f"{stem}*.so")))
     if not found:
-        raise FileNotFoundError(f"the bebert ONNX Runtime op library is missing from {here}: reinstall bebert-deploy "
+        raise FileNotFoundError(f"the bebert {what} library is missing from {here}: reinstall bebert-deploy "
                                 "(pip install builds it; a C++ compiler is needed)")
     return Path(found[0])
+
+
+def ort_ops_library() -> Path:
+    """Path of our native ONNX Runtime custom-op library."""
+    return native_library("_ort_ops", "ONNX Runtime op")
 
 
 def find_tokenizer(model_path: Path) -> Path:

@@ -99,9 +99,8 @@ def test_member_subset_and_metadata(tiny_ckpt, tmp_path):
     assert not (tmp_path / "bad.onnx").exists()
 
 
-@pytest.mark.parametrize("act_bits,per_row,split", [(32, False, False), (4, True, False), (1, False, True), (8, False, True)])
-def test_every_activation_mode(tmp_path, tiny_base, act_bits, per_row, split):
-    """Random (untrained) binary members with float / 4-bit / 1-bit / 8-bit activations, per-row or per-tensor."""
+def random_member(tiny_base, act_bits, per_row, split):
+    """A random (untrained) 3-class binary member with its LSQ steps initialised, and inputs for it."""
     torch.manual_seed(act_bits)
     arch = BertArch.from_hf_config(tiny_base, num_labels=3)
     q = QuantConfig(weight_mode="binary", per_row=per_row, embed_mode="binary", act_bits=act_bits, split=split)
@@ -109,6 +108,14 @@ def test_every_activation_mode(tmp_path, tiny_base, act_bits, per_row, split):
     ids, mask, types = _inputs(arch.vocab_size, seed=4)
     with torch.no_grad():
         m(ids, mask, types)  # initialises LSQ steps
+    return m, ids, mask, types
+
+
+@pytest.mark.parametrize("act_bits,per_row,split", [(32, False, False), (4, True, False), (1, False, True), (8, False, True)])
+def test_every_activation_mode(tmp_path, tiny_base, act_bits, per_row, split):
+    """Random (untrained) binary members with float / 4-bit / 1-bit / 8-bit activations, per-row or per-tensor."""
+    m, ids, mask, types = random_member(tiny_base, act_bits, per_row, split)
+    with torch.no_grad():
         ref = torch.softmax(m(ids, mask, types), -1).numpy()
     task = replace(get_task("mnli"))
     ck = save_checkpoint(tmp_path / "ck", [m], [1.0], task, 16, tiny_base)

@@ -21,7 +21,7 @@ from bebert_deploy.models.ensemble import BebertEnsemble
 from bebert_deploy.runtime.session import Session
 from bebert_deploy.runtime.tflite_file import read_tflite
 
-from test_onnx_export import FLOAT_TOL, QUANT_TOL, _inputs
+from test_onnx_export import FLOAT_TOL, QUANT_TOL, _inputs, random_member
 
 # Stock lowering: the interpreter quantizes the (already 4-bit) activations of every INT4 FULLY_CONNECTED to int8
 # on the fly; in these tiny random-ish models that moves probabilities by a few 1e-2 at most.
@@ -123,13 +123,7 @@ def test_baselines_fp32_and_int8(tiny_ckpt, tmp_path):
 @pytest.mark.parametrize("act_bits,per_row,split", [(32, False, False), (4, True, False), (1, False, True), (8, False, True)])
 def test_every_activation_mode(tmp_path, tiny_base, act_bits, per_row, split):
     """Random binary members with float / 4-bit / 1-bit / 8-bit activations, per-row or per-tensor scales."""
-    torch.manual_seed(act_bits)
-    arch = BertArch.from_hf_config(tiny_base, num_labels=3)
-    q = QuantConfig(weight_mode="binary", per_row=per_row, embed_mode="binary", act_bits=act_bits, split=split)
-    m = BertClassifier(arch, q).eval()
-    ids, mask, types = _inputs(arch.vocab_size, seed=4)
-    with torch.no_grad():
-        m(ids, mask, types)  # initialises LSQ steps
+    m, ids, mask, types = random_member(tiny_base, act_bits, per_row, split)
     refs = _torch_rows(lambda *a: torch.softmax(m(*a), -1), ids, mask, types)
     ref = np.concatenate([r.numpy() for r in refs])
     ck = save_checkpoint(tmp_path / "ck", [m], [1.0], replace(get_task("mnli")), 16, tiny_base)

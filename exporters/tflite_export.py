@@ -31,11 +31,12 @@ import flatbuffers
 import numpy as np
 from flatbuffers import flexbuffers
 
+from bebert_deploy.runtime.tflite_file import METADATA_NAME
+
 from .lowering import ActSpec, EmbeddingSpec, EnsembleSpec, LinearSpec, MemberSpec
 
 CUSTOM_LINEAR = "BebertBinaryFC"
 CUSTOM_EMBEDDING = "BebertBinaryEmbedding"
-METADATA_NAME = "bebert"
 _ALIGN = 64  # LiteRT wraps constant data as host tensor buffers, which must be 64-byte aligned
 
 
@@ -46,10 +47,9 @@ def _schema():
 
 
 def _tensor_type(dtype) -> int:
-    tfl = _schema()
-    return {np.dtype(np.float32): tfl.TensorType.FLOAT32, np.dtype(np.int32): tfl.TensorType.INT32,
-            np.dtype(np.int64): tfl.TensorType.INT64, np.dtype(np.uint8): tfl.TensorType.UINT8,
-            np.dtype(np.int8): tfl.TensorType.INT8, np.dtype(np.bool_): tfl.TensorType.BOOL}[np.dtype(dtype)]
+    from bebert_deploy.runtime.tflite_file import numpy_dtypes
+
+    return {v: k for k, v in numpy_dtypes().items()}[np.dtype(dtype)]
 
 
 def pack_int4(q: np.ndarray) -> np.ndarray:
@@ -173,9 +173,9 @@ class TfliteGraph:
         return self.op(name, [x, self.const(list(axes), np.int32)], shape, np.float32, ("ReducerOptions", opts))
 
     def _dtype(self, t: int):
-        tfl = self.tfl
-        return {tfl.TensorType.FLOAT32: np.float32, tfl.TensorType.INT32: np.int32, tfl.TensorType.INT64: np.int64,
-                tfl.TensorType.UINT8: np.uint8, tfl.TensorType.INT8: np.int8, tfl.TensorType.BOOL: np.bool_}[self.tensors[t].type]
+        from bebert_deploy.runtime.tflite_file import numpy_dtypes
+
+        return numpy_dtypes()[self.tensors[t].type]
 
     def serialize(self, inputs: dict[str, int], outputs: dict[str, int], metadata: dict) -> bytes:
         """The finished model as flatbuffer bytes (file identifier TFL3, schema version 3)."""
@@ -479,20 +479,6 @@ def _argmax_options(g: TfliteGraph):
     o = g.tfl.ArgMaxOptionsT()
     o.outputType = g.tfl.TensorType.INT32
     return o
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The ``bebert`` metadata JSON of a .tflite file written by build_tflite ({} when absent)."""
-    tfl = _schema()
-    buf = Path(path).read_bytes()
-    if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ValueError(f"{Path(path).name}: not a TFLite flatbuffer")
-    model = tfl.Model.GetRootAs(buf, 0)
-    for i in range(model.MetadataLength()):
-        md = model.Metadata(i)
-        if md.Name() and md.Name().decode() == METADATA_NAME:
-            return json.loads(model.Buffers(md.Buffer()).DataAsNumpy().tobytes().decode())
-    return {}
 
 
 def save_tflite(data: bytes, out: str | Path) -> Path:

@@ -29,14 +29,20 @@ class TfliteInfo:
     custom_ops: list[str]
 
 
-def _np_dtype(tensor_type: int) -> np.dtype:
+def numpy_dtypes() -> dict[int, np.dtype]:
+    """TFLite TensorType -> numpy dtype for the tensor types bebert files use (the exporter uses its inverse)."""
     from ai_edge_litert import schema_py_generated as tfl
 
     t = tfl.TensorType
-    table = {t.FLOAT32: np.float32, t.INT32: np.int32, t.INT64: np.int64, t.UINT8: np.uint8, t.INT8: np.int8}
+    return {t.FLOAT32: np.dtype(np.float32), t.INT32: np.dtype(np.int32), t.INT64: np.dtype(np.int64),
+            t.UINT8: np.dtype(np.uint8), t.INT8: np.dtype(np.int8), t.BOOL: np.dtype(np.bool_)}
+
+
+def _np_dtype(tensor_type: int) -> np.dtype:
+    table = numpy_dtypes()
     if tensor_type not in table:
         raise ValueError(f"unsupported signature tensor type {tensor_type}")
-    return np.dtype(table[tensor_type])
+    return table[tensor_type]
 
 
 def read_tflite(path: str | Path) -> TfliteInfo:

@@ -57,7 +57,7 @@ def train_run(out: Path, name: str, cfg: TrainConfig) -> tuple[Path, dict]:
     return ck, json.loads(summary_file.read_text())
 
 
-def evaluate_rows(ck: Path, n_members: int, test_limit) -> dict[int, dict]:
+def evaluate_rows(ck: Path, n_members: int, test_limit, diversity_file: Path | None = None) -> dict[int, dict]:
     """For n = 1..n_members: clean test metrics and noisy-embedding mean/std of the ensemble of the first n
     members. Each member's logits are computed once per noise seed and combined (soft/hard vote) for every n."""
     import numpy as np
@@ -69,6 +69,8 @@ def evaluate_rows(ck: Path, n_members: int, test_limit) -> dict[int, dict]:
     runs = [member_logits(ck, split="test", limit=test_limit, with_teacher=True)]
     runs += [member_logits(ck, split="test", limit=test_limit, noise_std=NOISE_STD, noise_seed=s) for s in range(NOISE_SEEDS)]
     task, gold = runs[0]["task"], runs[0]["gold"]
+    if diversity_file is not None and n_members > 2 and not task.is_regression:
+        _write_json(diversity_file, diversity_stats(runs[0]))
     teacher = evaluate_logits(task, runs[0]["teacher"], gold) if "teacher" in runs[0] else None
 
     def ens(run, n):
@@ -110,7 +112,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=None, help="binary/ternary learning rate (default TrainConfig's); "
                     "runs are then named with an -lr<value> suffix and reported as their own rows")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--only", default=None, help="comma-separated run kinds to do: kdA,kdB,kdC,notws,bibert")
+    ap.add_argument("--only", default=None, help="comma-separated run kinds to do: kdA,kdB,kdC,notws,bibert,paperB")
     ap.add_argument("--report-only", action="store_true", help="no training: write the tables from every row evaluated so far")
     a = ap.parse_args(argv)
     out = Path(a.out)
@@ -122,7 +124,7 @@ def main(argv=None):
     base = TrainConfig(teacher=a.teacher, data_dir=a.data_dir, max_len=max_len, train_limit=train_limit,
                        dev_limit=dev_limit, ternary_epochs=tern_ep, member_epochs=mem_ep)
     if a.report_only:  # every row evaluated so far, whatever run produced it
-        write_results([json.loads(f.read_text()) for f in sorted((out / "rows").glob("*.json"))], out)
+        write_results([json.loads(f.read_text()) for f in sorted((out / "rows").glob("*-m[0-9].json"))], out)
         return
     if a.lr is not None:
         base = replace(base, lr=a.lr)
@@ -136,6 +138,8 @@ def main(argv=None):
         # BiBERT members (issue 9): binarized from the full-width teacher, BiBERT's DMD loss, 3-member ensemble.
         plan.append((f"bibert-s{seed}", replace(base, kd="pred", tws=False, seed=seed, quant=BIBERT_QUANT,
                                                 boost=BoostConfig(members=3)), "DMD", False))
+        # The official BEBERT code's boosting (resampling, warm-started members, 0.5 ln alphas, hard vote), KD B.
+        plan.append((f"paperB-s{seed}", replace(base, kd="pred", seed=seed, boost=BoostConfig.paper(3)), "B", True))
         if a.only:
             plan = [p for p in plan if p[0].split("-")[0] in a.only.split(",")]
         plan = [(name + tag, cfg, kd + tag, tws) for name, cfg, kd, tws in plan]
@@ -146,11 +150,14 @@ def main(argv=None):
                 row_file = out / "rows" / f"{name}-m{n}.json"
                 if not row_file.is_file():
                     members = list(range(n))
-                    evaluated = evaluated or evaluate_rows(ck, cfg.boost.members, test_limit)
+                    evaluated = evaluated or evaluate_rows(ck, cfg.boost.members, test_limit,
+                                                           out / "rows" / f"{name}.members.json")
                     if kd.startswith("DMD"):
                         model = "BEBERT of BiBERTs" if n > 1 else "BiBERT (W1-E1-A1)"
                     else:
                         model = "BEBERT" if n > 1 else ("BinaryBERT" if tws else "W1-E1-A4 without TWS")
+                    if name.startswith("paper"):
+                        model += ", paper boosting"
                     row = {"model": model,
                            "kd": kd, "members": n, "tws": tws, "seed": seed, **evaluated[n],
                            "train_seconds": seconds(summary, n), "size_mb": onnx_size_mb(ck, members, out)}
@@ -189,6 +196,14 @@ def write_results(rows: list[dict], out: Path) -> None:
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.machine()) \
         if Path("/proc/cpuinfo").is_file() else platform.machine()
+    diversity = member_diversity(out)
+    dlines = ["| run | alphas | member test acc | disagreement with member 0 | any member right | ensemble of 2 / 3 |",
+              "|---|---|---|---|---|---|"]
+    for name, d in diversity.items():
+        dlines.append(f"| {name} | {' / '.join(f'{x:.2f}' for x in d['alphas'])} "
+                      f"| {' / '.join(f'{x:.3f}' for x in d['member_acc'])} "
+                      f"| {' / '.join(f'{x:.3f}' for x in d['disagree_with_0'][1:])} | {d['oracle_acc']:.3f} "
+                      f"| {' / '.join(f'{x:.3f}' for x in d['ensemble_acc'][1:])} |")
     timing = training_times(out)
     tlines = ["| KD | lr | runs | ternary s | s per member epoch | total s (ternary + 3 members) | total vs C |",
               "|---|---|---|---|---|---|---|"]
@@ -196,7 +211,7 @@ def write_results(rows: list[dict], out: Path) -> None:
         ratio = "-" if t["vs_C"] is None else f"{t['vs_C']:.2f}x"
         tlines.append(f"| {t['kd']} | {t['lr']:g} | {t['runs']} | {t['ternary_s']:.0f} | {t['member_epoch_s']:.0f} "
                       f"| {t['total_s']:.0f} | {ratio} |")
-    _write_json(out / "accuracy.json", {"rows": rows, "table": table, "training_time": timing,
+    _write_json(out / "accuracy.json", {"rows": rows, "table": table, "training_time": timing, "member_diversity": diversity,
                                         "noise_std_of_embedding_noise": NOISE_STD})
     with atomic_path(out / "accuracy.md") as tmp:
         tmp.write_text("Generated by scripts/replicate.py; test split of the task's fetched data (never used for tuning). "
@@ -206,11 +221,51 @@ def write_results(rows: list[dict], out: Path) -> None:
                        "Only runs that recorded their thread count and ran alone on this machine, one after another "
                        f"({EQUAL_THREADS} torch threads each). A member epoch of KD C is one intermediate-KD epoch plus "
                        "one prediction-KD epoch (the two-stage schedule of BinaryBERT/BEBERT), so C passes over the data twice "
-                       "as often; B and C also run the teacher's forward pass every step.\n\n" + "\n".join(tlines) + "\n")
+                       "as often; B and C also run the teacher's forward pass every step.\n\n" + "\n".join(tlines) + "\n"
+                       "\n## Why the ensemble adds little: the members (test split, clean)\n\n"
+                       "Each run's AdaBoost alphas, its members' own accuracy, how often members 1 and 2 predict "
+                       "differently from member 0, the accuracy of an oracle that picks any right member (the ceiling "
+                       "of any vote), and the run's own vote over its first 2 / 3 members.\n\n" + "\n".join(dlines) + "\n")
     print("\n".join(lines + [""] + tlines))
 
 
 EQUAL_THREADS = 2
+
+
+def member_diversity(out: Path) -> dict[str, dict]:
+    """Per 3-member run under OUT/runs: alphas, each member's test accuracy, its disagreement rate with member 0,
+    the any-member-right (oracle) accuracy and the run's own vote of the first n members. Cached per run in
+    OUT/rows/<run>.members.json (computing it runs every member over the test split once)."""
+    from bebert_deploy.training.pipeline import member_logits
+
+    res = {}
+    for summary_file in sorted((out / "runs").glob("*.summary.json")):
+        name = summary_file.name[: -len(".summary.json")]
+        if "member2" not in json.loads(summary_file.read_text())["stages"]:
+            continue
+        cache = out / "rows" / f"{name}.members.json"
+        if not cache.is_file():
+            _write_json(cache, diversity_stats(member_logits(out / "runs" / name, split="test")))
+        res[name] = json.loads(cache.read_text())
+    return res
+
+
+def diversity_stats(run: dict) -> dict:
+    """The member_diversity entry of one member_logits result (classification)."""
+    import numpy as np
+    import torch
+
+    from bebert_deploy.models.ensemble import combine_votes
+
+    gold = run["gold"]
+    preds = [lg.argmax(-1) for lg in run["logits"]]
+    votes = [combine_votes(torch.as_tensor(np.stack(run["logits"][:n])), torch.tensor(run["alphas"][:n]),
+                           run["vote"]).numpy().argmax(-1) for n in range(1, len(preds) + 1)]
+    return {"alphas": run["alphas"], "vote": run["vote"],
+            "member_acc": [float((p == gold).mean()) for p in preds],
+            "disagree_with_0": [float((p != preds[0]).mean()) for p in preds],
+            "oracle_acc": float(np.any([p == gold for p in preds], axis=0).mean()),
+            "ensemble_acc": [float((v == gold).mean()) for v in votes]}
 
 
 def training_times(out: Path) -> list[dict]:

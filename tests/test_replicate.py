@@ -36,3 +36,41 @@ def test_write_results_aggregates_over_seeds(tmp_path):
     assert table[("BEBERT", 2)]["size_mb"] == 10.0
     md = (tmp_path / "accuracy.md").read_text()
     assert "| BEBERT | A | 2 | 10.0 | 0.7700 ± 0.0100 |" in md
+
+
+def _summary(threads, ternary_s, member_s):
+    st = {"teacher": {"seconds": 0.0}, "ternary": {"epochs": 1, "seconds": ternary_s}}
+    st.update({f"member{i}": {"epochs": 2, "seconds": s} for i, s in enumerate(member_s)})
+    return {"stages": st, "threads": threads} if threads else {"stages": st}
+
+
+def test_training_times_compares_only_equal_condition_runs(tmp_path):
+    rep = _load()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    summaries = {"kdA-s1-lr0.0005": _summary(2, 50, [100, 100, 100]), "kdA-s2-lr0.0005": _summary(2, 70, [120, 120, 120]),
+                 "kdC-s1-lr0.0005": _summary(2, 100, [300, 300, 300]),
+                 "kdC-s2-lr0.0005": _summary(None, 1, [1, 1, 1]),   # unknown conditions: left out
+                 "kdB-s1-lr0.0005": _summary(1, 60, [200, 200, 200])}  # other thread count: left out
+    for name, s in summaries.items():
+        (runs / f"{name}.summary.json").write_text(json.dumps(s))
+    t = {r["kd"]: r for r in rep.training_times(runs.parent)}
+    assert set(t) == {"A", "C"} and t["A"]["runs"] == 2 and t["C"]["runs"] == 1
+    assert t["A"]["total_s"] == pytest.approx((350 + 430) / 2) and t["A"]["member_epoch_s"] == pytest.approx(55)
+    assert t["C"]["total_s"] == 1000 and t["A"]["vs_C"] == pytest.approx(0.39)
+
+
+def test_diversity_stats_on_hand_made_logits():
+    import numpy as np
+
+    rep = _load()
+    gold = np.array([0, 1, 1, 0])
+    m0 = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])   # right, right, wrong, right
+    m1 = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0]])   # wrong, right, right, right
+    m2 = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])   # right, wrong, wrong, right
+    d = rep.diversity_stats({"gold": gold, "logits": [m0, m1, m2], "alphas": [1.0, 1.0, 1.0], "vote": "hard"})
+    assert d["member_acc"] == [0.75, 0.75, 0.5]
+    assert d["disagree_with_0"] == [0.0, 0.5, 0.25]
+    assert d["oracle_acc"] == 1.0
+    # hard vote of equal alphas: 2 members tie -> class 0 (argmax picks the first); 3 members: majority
+    assert d["ensemble_acc"][0] == 0.75 and d["ensemble_acc"][2] == 0.75

@@ -197,13 +197,14 @@ def write_results(rows: list[dict], out: Path) -> None:
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.machine()) \
         if Path("/proc/cpuinfo").is_file() else platform.machine()
     diversity = member_diversity(out)
-    dlines = ["| run | alphas | member test acc | disagreement with member 0 | any member right | ensemble of 2 / 3 |",
-              "|---|---|---|---|---|---|"]
+    dlines = ["| run | alphas | member test acc | disagreement with member 0 | any member right | ensemble of 2 / 3 "
+              "| equal weights, 2 / 3 (diagnostic) |", "|---|---|---|---|---|---|---|"]
     for name, d in diversity.items():
         dlines.append(f"| {name} | {' / '.join(f'{x:.2f}' for x in d['alphas'])} "
                       f"| {' / '.join(f'{x:.3f}' for x in d['member_acc'])} "
                       f"| {' / '.join(f'{x:.3f}' for x in d['disagree_with_0'][1:])} | {d['oracle_acc']:.3f} "
-                      f"| {' / '.join(f'{x:.3f}' for x in d['ensemble_acc'][1:])} |")
+                      f"| {' / '.join(f'{x:.3f}' for x in d['ensemble_acc'][1:])} "
+                      f"| {' / '.join(f'{x:.3f}' for x in d['equal_weight_acc'][1:])} |")
     timing = training_times(out)
     tlines = ["| KD | lr | runs | ternary s | s per member epoch | total s (ternary + 3 members) | total vs C |",
               "|---|---|---|---|---|---|---|"]
@@ -225,7 +226,8 @@ def write_results(rows: list[dict], out: Path) -> None:
                        "\n## Why the ensemble adds little: the members (test split, clean)\n\n"
                        "Each run's AdaBoost alphas, its members' own accuracy, how often members 1 and 2 predict "
                        "differently from member 0, the accuracy of an oracle that picks any right member (the ceiling "
-                       "of any vote), and the run's own vote over its first 2 / 3 members.\n\n" + "\n".join(dlines) + "\n")
+                       "of any vote), the run's own vote over its first 2 / 3 members, and - as a diagnostic that no model is chosen "
+                       "by - the same members voting with equal weights.\n\n" + "\n".join(dlines) + "\n")
     print("\n".join(lines + [""] + tlines))
 
 
@@ -244,7 +246,7 @@ def member_diversity(out: Path) -> dict[str, dict]:
         if "member2" not in json.loads(summary_file.read_text())["stages"]:
             continue
         cache = out / "rows" / f"{name}.members.json"
-        if not cache.is_file():
+        if not cache.is_file() or "equal_weight_acc" not in json.loads(cache.read_text()):
             _write_json(cache, diversity_stats(member_logits(out / "runs" / name, split="test")))
         res[name] = json.loads(cache.read_text())
     return res
@@ -261,11 +263,15 @@ def diversity_stats(run: dict) -> dict:
     preds = [lg.argmax(-1) for lg in run["logits"]]
     votes = [combine_votes(torch.as_tensor(np.stack(run["logits"][:n])), torch.tensor(run["alphas"][:n]),
                            run["vote"]).numpy().argmax(-1) for n in range(1, len(preds) + 1)]
+    equal = [combine_votes(torch.as_tensor(np.stack(run["logits"][:n])), torch.ones(n), run["vote"]).numpy().argmax(-1)
+             for n in range(1, len(preds) + 1)]
     return {"alphas": run["alphas"], "vote": run["vote"],
             "member_acc": [float((p == gold).mean()) for p in preds],
             "disagree_with_0": [float((p != preds[0]).mean()) for p in preds],
             "oracle_acc": float(np.any([p == gold for p in preds], axis=0).mean()),
-            "ensemble_acc": [float((v == gold).mean()) for v in votes]}
+            "ensemble_acc": [float((v == gold).mean()) for v in votes],
+            # Diagnostic only (never used to pick a model): the same members with equal weights.
+            "equal_weight_acc": [float((e == gold).mean()) for e in equal]}
 
 
 def training_times(out: Path) -> list[dict]:

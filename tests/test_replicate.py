@@ -74,3 +74,11 @@ def test_diversity_stats_on_hand_made_logits():
     assert d["oracle_acc"] == 1.0
     # hard vote of equal alphas: 2 members tie -> class 0 (argmax picks the first); 3 members: majority
     assert d["ensemble_acc"][0] == 0.75 and d["ensemble_acc"][2] == 0.75
+    # three members wrong on different sentences: the equal-weight majority is always right, while alphas 3/1/1
+    # hand every decision to the first member
+    onehot = np.eye(2)
+    a, b, c = onehot[[1, 1, 1, 0]], onehot[[0, 0, 1, 0]], onehot[[0, 1, 0, 0]]
+    d = rep.diversity_stats({"gold": gold, "logits": [a, b, c], "alphas": [3.0, 1.0, 1.0], "vote": "hard"})
+    assert d["ensemble_acc"] == [0.75, 0.75, 0.75]
+    assert d["equal_weight_acc"] == [0.75, 0.75, 1.0]
+    assert d["oracle_acc"] == 1.0 and d["disagree_with_0"] == [0.0, 0.5, 0.5]

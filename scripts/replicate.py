@@ -204,7 +204,7 @@ def write_results(rows: list[dict], out: Path) -> None:
                       f"| {' / '.join(f'{x:.3f}' for x in d['member_acc'])} "
                       f"| {' / '.join(f'{x:.3f}' for x in d['disagree_with_0'][1:])} | {d['oracle_acc']:.3f} "
                       f"| {' / '.join(f'{x:.3f}' for x in d['ensemble_acc'][1:])} "
-                      f"| {' / '.join(f'{x:.3f}' for x in d['equal_weight_acc'][1:])} |")
+                      f"| {' / '.join(f'{x:.3f}' for x in d['equal_weight_acc'][1:]) if 'equal_weight_acc' in d else '-'} |")
     timing = training_times(out)
     tlines = ["| KD | lr | runs | ternary s | s per member epoch | total s (ternary + 3 members) | total vs C |",
               "|---|---|---|---|---|---|---|"]
@@ -246,7 +246,7 @@ def member_diversity(out: Path) -> dict[str, dict]:
         if "member2" not in json.loads(summary_file.read_text())["stages"]:
             continue
         cache = out / "rows" / f"{name}.members.json"
-        if not cache.is_file() or "equal_weight_acc" not in json.loads(cache.read_text()):
+        if not cache.is_file():
             _write_json(cache, diversity_stats(member_logits(out / "runs" / name, split="test")))
         res[name] = json.loads(cache.read_text())
     return res

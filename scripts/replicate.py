@@ -235,7 +235,7 @@ EQUAL_THREADS = 2
 
 
 def member_diversity(out: Path) -> dict[str, dict]:
-    """Per 3-member run under OUT/runs: alphas, each member's test accuracy, its disagreement rate with member 0,
+    """Per 3-member TWS run under OUT/runs: alphas, each member's test accuracy, its disagreement rate with member 0,
     the any-member-right (oracle) accuracy and the run's own vote of the first n members. Cached per run in
     OUT/rows/<run>.members.json (computing it runs every member over the test split once)."""
     from bebert_deploy.training.pipeline import member_logits
@@ -243,7 +243,8 @@ def member_diversity(out: Path) -> dict[str, dict]:
     res = {}
     for summary_file in sorted((out / "runs").glob("*.summary.json")):
         name = summary_file.name[: -len(".summary.json")]
-        if "member2" not in json.loads(summary_file.read_text())["stages"]:
+        # TWS W1-E1-A4 runs only (BiBERT members do not learn at this budget: nothing to tell apart)
+        if name.startswith("bibert") or "member2" not in json.loads(summary_file.read_text())["stages"]:
             continue
         cache = out / "rows" / f"{name}.members.json"
         if not cache.is_file():

@@ -262,10 +262,13 @@ def diversity_stats(run: dict) -> dict:
 
     gold = run["gold"]
     preds = [lg.argmax(-1) for lg in run["logits"]]
-    votes = [combine_votes(torch.as_tensor(np.stack(run["logits"][:n])), torch.tensor(run["alphas"][:n]),
-                           run["vote"]).numpy().argmax(-1) for n in range(1, len(preds) + 1)]
-    equal = [combine_votes(torch.as_tensor(np.stack(run["logits"][:n])), torch.ones(n), run["vote"]).numpy().argmax(-1)
-             for n in range(1, len(preds) + 1)]
+
+    def vote(weights: torch.Tensor) -> list:
+        """The first-n-members vote's predictions for every n, members weighted by weights[:n]."""
+        return [combine_votes(torch.as_tensor(np.stack(run["logits"][:n])), weights[:n], run["vote"]).numpy().argmax(-1)
+                for n in range(1, len(preds) + 1)]
+
+    votes, equal = vote(torch.tensor(run["alphas"])), vote(torch.ones(len(preds)))
     return {"alphas": run["alphas"], "vote": run["vote"],
             "member_acc": [float((p == gold).mean()) for p in preds],
             "disagree_with_0": [float((p != preds[0]).mean()) for p in preds],

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from ..runtime.quant_levels import lsq_levels
+
 
 def sign_pm1(x: torch.Tensor) -> torch.Tensor:
     """Elementwise sign with sign(0) = +1. Same shape and dtype as ``x``; values in {-1, +1}."""
@@ -102,8 +104,7 @@ class LsqActQuantizer(nn.Module):
         super().__init__()
         self.bits = bits
         self.symmetric = symmetric
-        self.qn = -(2 ** (bits - 1)) if symmetric else 0
-        self.qp = 2 ** (bits - 1) - 1 if symmetric else 2**bits - 1
+        self.qn, self.qp = lsq_levels(bits, symmetric)
         self.step = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("initialized", torch.tensor(False))
 

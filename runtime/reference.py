@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .bitpack import unpack_bits
+from .quant_levels import lsq_levels
 
 
 def quantize_activations(x: np.ndarray, mode: str, bits: int, symmetric: bool, step: float) -> np.ndarray:
@@ -23,7 +24,7 @@ def quantize_activations(x: np.ndarray, mode: str, bits: int, symmetric: bool, s
         return np.where(x < 0, -1.0, 1.0)
     if mode != "int":
         raise ValueError(f"unknown activation mode {mode!r}")
-    qn, qp = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+    qn, qp = lsq_levels(bits, symmetric)
     offset = np.float32(0.0) if symmetric else x.min()
     q = np.clip(np.round((x - offset) / np.float32(step)), qn, qp)
     return np.float64(step) * q + np.float64(offset)

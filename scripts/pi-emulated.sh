@@ -6,12 +6,21 @@
 #   4. `bebert-deploy predict` and `bench` on models exported here, checked against the x86 run.
 # qemu timings are NOT device timings and are never reported as such.
 # Usage: scripts/pi-emulated.sh MODEL.onnx|MODEL.tflite [...]   (needs root: apt, unshare, mount)
+#        scripts/pi-emulated.sh --prepare DIR   only steps 1-3: DIR/site gets our package with the aarch64 op
+#        libraries; prints "sysroot=... wheels=... site=..." for callers that run qemu themselves
+#        (scripts/arm_count.py, which counts instructions per inference).
 set -euo pipefail
-[ "$#" -ge 1 ] || { echo "usage: $0 MODEL.onnx [...]" >&2; exit 2; }
+[ "$#" -ge 1 ] || { echo "usage: $0 MODEL.onnx [...] | --prepare DIR" >&2; exit 2; }
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${BEBERT_PI_CACHE:-$HOME/.cache/bebert-deploy/pi-emulated}"
-sysroot="$cache/sysroot"; site="$cache/site"; work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+sysroot="$cache/sysroot"; site="$cache/site"
+if [ "$1" = "--prepare" ]; then
+  [ "$#" -eq 2 ] || { echo "usage: $0 --prepare DIR" >&2; exit 2; }
+  mkdir -p "$2"; work="$(cd "$2" && pwd)"; prepare_only=1
+else
+  work="$(mktemp -d)"; prepare_only=0
+  trap 'rm -rf "$work"' EXIT
+fi
 py_x86="${PYTHON:-python3}"
 
 if [ ! -x "$sysroot/usr/bin/python3.11" ]; then
@@ -36,7 +45,7 @@ fi
 
 echo "[pi] installing our runtime (pure Python + aarch64 op library)"
 pkg="$work/site/bebert_deploy"
-mkdir -p "$pkg"
+rm -rf "$pkg"; mkdir -p "$pkg"
 cp -r "$root"/bebert_deploy/. "$pkg/"
 for sub in models exporters runtime; do mkdir -p "$pkg/$sub" && cp -r "$root/$sub"/. "$pkg/$sub/"; done
 find "$pkg" -name "*.so" -delete
@@ -46,6 +55,10 @@ kernels=("$src"/bgemm/bgemm.cc "$src"/bgemm/bgemm_scalar.cc "$src"/bgemm/bgemm_a
 cxx=(aarch64-linux-gnu-g++-12 -std=c++17 -O3 -pthread -ffp-contract=off -fPIC -shared -fvisibility=hidden)
 "${cxx[@]}" "$src"/ort/ort_ops.cc "${kernels[@]}" -o "$pkg/runtime/_ort_ops.aarch64.so"
 "${cxx[@]}" "$src"/litert/litert_ops.cc "${kernels[@]}" -ldl -o "$pkg/runtime/_litert_ops.aarch64.so"
+if [ "$prepare_only" = 1 ]; then
+  echo "sysroot=$sysroot wheels=$site site=$work/site"
+  exit 0
+fi
 
 # onnxruntime probes /proc/cpuinfo at import; under qemu-user it would read the host's x86 text and crash.
 cat > "$work/cpuinfo" <<'CPU'

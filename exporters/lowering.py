@@ -1,7 +1,8 @@
-"""Back-end-neutral description of a BEBERT checkpoint for the exporters (one description, two back-ends).
+"""Back-end-neutral description of a BEBERT checkpoint for the exporters (one description, two back-ends): the
+data that exporters/graph.py turns into a graph (what each member holds, the vote rule and weights, the outputs).
 
 Every linear slot becomes a LinearSpec (packed sign bits + per-row scales, or a float weight), the word
-embedding an EmbeddingSpec, and each activation fake-quantizer an ActSpec. Weights are binarized with the
+embedding an EmbeddingSpec, each activation fake-quantizer an ActSpec, each encoder layer a LayerSpec. Weights are binarized with the
 training code's own functions (bebert_deploy.models.quantizers) and packed with runtime.bitpack, so neither
 the scale formula nor the bit layout is re-derived here.
 """
@@ -176,10 +177,20 @@ class EnsembleSpec:
 
     members: list[MemberSpec]
     weights: np.ndarray       # alpha_i / sum(alpha), float32 [m]
-    vote: str
+    vote: str                 # 'soft' (alpha-weighted softmax) | 'hard' (alpha-weighted one-hot of the argmax)
     labels: list[str] | None
     max_len: int
     metadata: dict
+
+    @property
+    def num_labels(self) -> int:
+        """K: the width of probs and of every member's logits (1 for a regression head)."""
+        return self.members[0].classifier.n
+
+    @property
+    def output_names(self) -> list[str]:
+        """The graph outputs, in order: probs [B, K], then logits_<i> [B, K] per member."""
+        return ["probs"] + [f"logits_{i}" for i in range(len(self.members))]
 
 
 def ensemble_spec(ck, members: list[int] | None = None, precision: str = "binary") -> EnsembleSpec:

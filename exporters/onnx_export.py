@@ -1,4 +1,5 @@
-"""ONNX lowering of a BEBERT checkpoint: one graph holding every ensemble member and their weighted vote.
+"""ONNX lowering of a BEBERT checkpoint: one graph holding every ensemble member and their weighted vote. The
+graph itself is written once in exporters/graph.py; this module maps its primitives to ONNX nodes.
 
 Lowerings (``ops``):
 - 'custom' (default): every binary linear layer is a `bebert.BinaryLinear` node over the packed-bit weight
@@ -23,7 +24,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .lowering import ActSpec, EmbeddingSpec, EnsembleSpec, LinearSpec, MemberSpec
+from . import graph
+from .graph import Primitives, fake_quant
+from .lowering import EmbeddingSpec, EnsembleSpec
 
 OPSET = 18            # BitwiseAnd needs 18; LayerNormalization 17
 CUSTOM_DOMAIN = "bebert"
@@ -60,38 +63,92 @@ class GraphBuilder:
         return outs[0] if n_out == 1 else outs
 
 
-class OnnxLowering:
-    """Emits one member's subgraph into a GraphBuilder; ``ops`` = 'custom' | 'builtin'."""
+class OnnxLowering(Primitives):
+    """The graph primitives (exporters/graph.py) as ONNX nodes in a GraphBuilder; ``ops`` = 'custom' | 'builtin'
+    picks how binary layers are lowered. Dynamic shapes: [batch, seq]."""
 
     def __init__(self, g: GraphBuilder, ops: str):
         if ops not in ("custom", "builtin"):
             raise ValueError(f"unknown ops lowering {ops!r}; expected 'custom' or 'builtin'")
         self.g, self.ops = g, ops
 
-    # --- activations -----------------------------------------------------------------------------------
-    def fake_quant(self, x: str, act: ActSpec, part: int = 0) -> str:
+    # --- elementwise ---------------------------------------------------------------------------------------
+    def const(self, value):
+        return self.g.const(value)
+
+    def add(self, a, b):
+        return self.g.op("Add", [a, b])
+
+    def sub(self, a, b):
+        return self.g.op("Sub", [a, b])
+
+    def mul(self, a, b):
+        return self.g.op("Mul", [a, b])
+
+    def div(self, a, b):
+        return self.g.op("Div", [a, b])
+
+    def round(self, x):
+        return self.g.op("Round", [x])  # half to even, as torch.round
+
+    def clip(self, x, lo, hi):
+        return self.g.op("Clip", [x, self.g.const(lo), self.g.const(hi)])
+
+    def sign(self, x):
         g = self.g
-        if act.mode == "float":
-            return x
-        if act.mode == "sign":
-            neg = g.op("Less", [x, g.const(0.0)])
-            return g.op("Where", [neg, g.const(-1.0), g.const(1.0)])
-        step = g.const(act.steps[part])
-        qn, qp = (-(2 ** (act.bits - 1)), 2 ** (act.bits - 1) - 1) if act.symmetric else (0, 2**act.bits - 1)
-        if act.symmetric:
-            q = g.op("Clip", [g.op("Round", [g.op("Div", [x, step])]), g.const(qn), g.const(qp)])
-            return g.op("Mul", [q, step])
-        # per-example minimum (over all axes but the batch axis), reshaped to [B, 1, ..., 1] whatever x's rank
+        return g.op("Where", [g.op("Less", [x, g.const(0.0)]), g.const(-1.0), g.const(1.0)])
+
+    def positive(self, x):
+        return self.g.op("Cast", [self.g.op("Greater", [x, self.g.const(0.0)])], to=TensorProto.FLOAT)
+
+    def to_float(self, x):
+        return self.g.op("Cast", [x], to=TensorProto.FLOAT)
+
+    def min_per_example(self, x):
+        # the minimum over all axes but the batch axis, reshaped to [B, 1, ..., 1] whatever x's rank
+        g = self.g
         mn = g.op("ReduceMin", [g.op("Flatten", [x], axis=1), g.const([1], np.int64)], keepdims=1)  # [B, 1]
         shape = g.op("Shape", [x])
         ones = g.op("Add", [g.op("Mul", [shape, g.const(0, np.int64)]), g.const(1, np.int64)])
         target = g.op("Concat", [g.op("Slice", [shape, g.const([0], np.int64), g.const([1], np.int64)]),
                                  g.op("Slice", [ones, g.const([1], np.int64), g.const([2**62], np.int64)])], axis=0)
-        mn = g.op("Reshape", [mn, target])
-        q = g.op("Clip", [g.op("Round", [g.op("Div", [g.op("Sub", [x, mn]), step])]), g.const(qn), g.const(qp)])
-        return g.op("Add", [g.op("Mul", [q, step]), mn])
+        return g.op("Reshape", [mn, target])
 
-    # --- packed bits in stock ops ------------------------------------------------------------------------
+    # --- shapes --------------------------------------------------------------------------------------------
+    def reshape(self, x, shape):
+        return self.g.op("Reshape", [x, self.g.const(shape, np.int64)])
+
+    def transpose(self, x, perm):
+        return self.g.op("Transpose", [x], perm=list(perm))
+
+    def take(self, x, axis, index):
+        return self.g.op("Gather", [x, self.g.const(index, np.int64)], axis=axis)
+
+    # --- layers --------------------------------------------------------------------------------------------
+    def matmul(self, a, b, transpose_b=False):
+        if transpose_b:  # ONNX Runtime folds this into the producer's Transpose
+            b = self.g.op("Transpose", [b], perm=[0, 1, 3, 2])
+        return self.g.op("MatMul", [a, b])
+
+    def softmax(self, x):
+        return self.g.op("Softmax", [x], axis=-1)
+
+    def activation(self, x, kind):
+        g = self.g
+        if kind == "relu":
+            return g.op("Relu", [x])
+        if kind == "tanh":
+            return g.op("Tanh", [x])
+        if kind == "gelu":  # exact GELU, as torch.nn.GELU(): 0.5 x (1 + erf(x / sqrt(2)))
+            erf = g.op("Erf", [g.op("Div", [x, g.const(math.sqrt(2.0))])])
+            return g.op("Mul", [g.op("Mul", [x, g.const(0.5)]), g.op("Add", [erf, g.const(1.0)])])
+        raise ValueError(f"unknown activation {kind!r}")
+
+    def layer_norm(self, x, wb, eps, name):
+        g = self.g
+        return g.op("LayerNormalization", [x, g.init(f"{name}.weight", wb[0]), g.init(f"{name}.bias", wb[1])],
+                    axis=-1, epsilon=eps)
+
     def unpack_signs(self, packed: str, k: int) -> str:
         """uint8 [..., rows, row_bytes(k)] -> float +-1 [..., rows, k] (runtime/LAYOUT.md: bit 1 <=> -1, LSB first)."""
         g = self.g
@@ -104,13 +161,11 @@ class OnnxLowering:
         cut = g.op("Slice", [merged, g.const([0], np.int64), g.const([k], np.int64), g.const([-1], np.int64)])
         return g.op("Sub", [g.const(1.0), g.op("Mul", [g.op("Cast", [cut], to=TensorProto.FLOAT), g.const(2.0)])])
 
-    # --- layers ------------------------------------------------------------------------------------------
-    def linear(self, x: str, spec: LinearSpec, name: str) -> str:
+    def linear(self, x, spec, name):
         g = self.g
         if not spec.binary:
-            x = self.fake_quant(x, spec.act)
             w = g.init(f"{name}.weight_t", spec.weight.T.copy())
-            return g.op("Add", [g.op("MatMul", [x, w]), g.init(f"{name}.bias", spec.bias)])
+            return g.op("Add", [g.op("MatMul", [fake_quant(self, x, spec.act), w]), g.init(f"{name}.bias", spec.bias)])
         packed = g.init(f"{name}.packed", spec.packed)
         if self.ops == "custom":
             return g.op("BinaryLinear", [x, packed, g.init(f"{name}.alpha", spec.alpha), g.init(f"{name}.bias", spec.bias),
@@ -120,11 +175,19 @@ class OnnxLowering:
         signs_t = g.op("Transpose", [self.unpack_signs(packed, spec.k)], perm=[0, 2, 1])  # [S, K, N]
         for s in range(spec.packed.shape[0]):
             ws = g.op("Gather", [signs_t, g.const(s, np.int64)], axis=0)
-            y = g.op("Mul", [g.op("MatMul", [self.fake_quant(x, spec.act, s), ws]), g.const(spec.alpha[s])])
+            y = g.op("Mul", [g.op("MatMul", [fake_quant(self, x, spec.act, s), ws]), g.const(spec.alpha[s])])
             out = y if out is None else g.op("Add", [out, y])
         return g.op("Add", [out, g.init(f"{name}.bias", spec.bias)])
 
-    def embedding(self, ids: str, spec: EmbeddingSpec, name: str) -> str:
+    def embedding(self, ids, word, position, name, position_name):
+        g = self.g
+        # the first seq rows of the position table (seq = the input's dynamic length)
+        seq = g.op("Unsqueeze", [g.op("Gather", [g.op("Shape", [ids]), g.const(1, np.int64)], axis=0), g.const([0], np.int64)])
+        pos = g.op("Slice", [g.init(position_name, position), g.const([0], np.int64), seq])
+        return g.op("Add", [self.word_embedding(ids, word, name), pos])
+
+    def word_embedding(self, ids: str, spec: EmbeddingSpec, name: str) -> str:
+        """ids int64 [B, L] -> float32 [B, L, D]: a float Gather, our BinaryEmbedding op, or in-graph unpacking."""
         g = self.g
         if spec.table is not None:
             return g.op("Gather", [g.init(f"{name}.table", spec.table), ids], axis=0)
@@ -140,84 +203,29 @@ class OnnxLowering:
             out = e if out is None else g.op("Add", [out, e])
         return out
 
-    def layer_norm(self, x: str, wb, eps: float, name: str) -> str:
+    def lookup(self, table, ids, name):
+        return self.g.op("Gather", [self.g.init(name, table), ids], axis=0)
+
+    def one_hot_argmax(self, x, k):
         g = self.g
-        return g.op("LayerNormalization", [x, g.init(f"{name}.weight", wb[0]), g.init(f"{name}.bias", wb[1])],
-                    axis=-1, epsilon=eps)
-
-    def member(self, m: MemberSpec, ids: str, mask: str, types: str, p: str) -> str:
-        """Emit one member; returns the name of its logits [batch, K]."""
-        g = self.g
-        seq = g.op("Gather", [g.op("Shape", [ids]), g.const(1, np.int64)], axis=0)
-        pos = g.op("Slice", [g.init(f"{p}position", m.position), g.const([0], np.int64),
-                             g.op("Unsqueeze", [seq, g.const([0], np.int64)])])
-        e = g.op("Add", [g.op("Add", [self.embedding(ids, m.word, f"{p}word"), pos]),
-                         g.op("Gather", [g.init(f"{p}token_type", m.token_type), types], axis=0)])
-        h = self.layer_norm(e, m.ln_emb, m.eps, f"{p}ln_emb")
-        maskf = g.op("Cast", [mask], to=TensorProto.FLOAT)
-        mask_add = g.op("Mul", [g.op("Sub", [g.const(1.0), maskf]), g.const(m.mask_value)])
-        mask_add = g.op("Unsqueeze", [mask_add, g.const([1, 2], np.int64)])  # [B, 1, 1, L]
-        heads_shape = g.const([0, 0, m.num_heads, m.head_dim], np.int64)
-        for i, L in enumerate(m.layers):
-            q_ = f"{p}l{i}."
-
-            def heads(t, perm):
-                return g.op("Transpose", [g.op("Reshape", [t, heads_shape])], perm=perm)
-
-            q = heads(self.fake_quant(self.linear(h, L.query, q_ + "query"), L.q_act), [0, 2, 1, 3])
-            k = heads(self.fake_quant(self.linear(h, L.key, q_ + "key"), L.k_act), [0, 2, 3, 1])
-            v = heads(self.fake_quant(self.linear(h, L.value, q_ + "value"), L.v_act), [0, 2, 1, 3])
-            scores = g.op("Add", [g.op("Div", [g.op("MatMul", [q, k]), g.const(math.sqrt(m.head_dim))]), mask_add])
-            if L.attention == "bool":  # Bi-Attention: exact, the scores of +-1 queries/keys are multiples of 1/sqrt(d)
-                probs = g.op("Cast", [g.op("Greater", [scores, g.const(0.0)])], to=TensorProto.FLOAT)
-            else:
-                probs = self.fake_quant(g.op("Softmax", [scores], axis=-1), L.probs_act)
-            ctx = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3]),
-                                   g.const([0, 0, -1], np.int64)])
-            h = self.layer_norm(g.op("Add", [h, self.linear(ctx, L.attn_out, q_ + "attn_out")]), L.ln_attn, m.eps, q_ + "ln_attn")
-            inner = self.linear(h, L.ffn_in, q_ + "ffn_in")
-            if m.hidden_act == "relu":
-                inner = g.op("Relu", [inner])
-            else:  # exact GELU, as torch.nn.GELU(): 0.5 x (1 + erf(x / sqrt(2)))
-                erf = g.op("Erf", [g.op("Div", [inner, g.const(math.sqrt(2.0))])])
-                inner = g.op("Mul", [g.op("Mul", [inner, g.const(0.5)]), g.op("Add", [erf, g.const(1.0)])])
-            h = self.layer_norm(g.op("Add", [h, self.linear(inner, L.ffn_out, q_ + "ffn_out")]), L.ln_ffn, m.eps, q_ + "ln_ffn")
-        cls = g.op("Gather", [h, g.const(0, np.int64)], axis=1)
-        pooled = g.op("Tanh", [self.linear(cls, m.pooler, f"{p}pooler")])
-        return self.linear(pooled, m.classifier, f"{p}classifier")
+        return g.op("OneHot", [g.op("ArgMax", [x], axis=-1, keepdims=0), g.const(k, np.int64), g.const([0.0, 1.0])], axis=-1)
 
 
 def build_onnx(spec: EnsembleSpec, ops: str = "custom") -> onnx.ModelProto:
     """The ONNX model of an EnsembleSpec (see module docstring for inputs/outputs)."""
     g = GraphBuilder()
-    low = OnnxLowering(g, ops)
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
               for n in ("input_ids", "attention_mask", "token_type_ids")]
-    k = spec.members[0].classifier.n
-    outputs, member_logits = [], []
-    for i, m in enumerate(spec.members):
-        lg = low.member(m, "input_ids", "attention_mask", "token_type_ids", f"m{i}.")
-        name = f"logits_{i}"
-        g.nodes.append(helper.make_node("Identity", [lg], [name]))
-        member_logits.append(name)
-        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", k]))
-    total = None
-    for i, lg in enumerate(member_logits):
-        if k == 1:
-            p = lg
-        elif spec.vote == "hard":
-            p = g.op("OneHot", [g.op("ArgMax", [lg], axis=-1, keepdims=0), g.const(k, np.int64), g.const([0.0, 1.0])], axis=-1)
-        else:
-            p = g.op("Softmax", [lg], axis=-1)
-        p = g.op("Mul", [p, g.const(spec.weights[i])])
-        total = p if total is None else g.op("Add", [total, p])
-    g.nodes.append(helper.make_node("Identity", [total], ["probs"]))
-    outputs.insert(0, helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", k]))
-    graph = helper.make_graph(g.nodes, "bebert", inputs, outputs, g.inits)
+    results = graph.ensemble(OnnxLowering(g, ops), spec, "input_ids", "attention_mask", "token_type_ids")
+    outputs = []
+    for name, value in results.items():
+        g.nodes.append(helper.make_node("Identity", [value], [name]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", spec.num_labels]))
+    graph_proto = helper.make_graph(g.nodes, "bebert", inputs, outputs, g.inits)
     opsets = [helper.make_opsetid("", OPSET)]
     if ops == "custom":
         opsets.append(helper.make_opsetid(CUSTOM_DOMAIN, CUSTOM_DOMAIN_VERSION))
-    model = helper.make_model(graph, opset_imports=opsets, producer_name="bebert-deploy")
+    model = helper.make_model(graph_proto, opset_imports=opsets, producer_name="bebert-deploy")
     model.ir_version = 10
     for key, val in spec.metadata.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(val)))

@@ -15,7 +15,8 @@ from bebert_deploy.cli import main
 from bebert_deploy.data.tasks import get_task
 from bebert_deploy.exporters.export import export
 from bebert_deploy.exporters.lowering import ensemble_spec
-from bebert_deploy.exporters.tflite_export import build_tflite, pack_int4, save_tflite
+from bebert_deploy.exporters.tflite_export import build_tflite, save_tflite
+from bebert_deploy.exporters.tflite_quant import pack_int4
 from bebert_deploy.models.bert import BertArch, BertClassifier, QuantConfig
 from bebert_deploy.models.ensemble import BebertEnsemble
 from bebert_deploy.runtime.session import Session

@@ -1,0 +1,193 @@
+"""The exported graph, written once: a BEBERT member (embeddings, encoder layers, pooler/classifier), the LSQ
+fake-quantizer and the members' weighted vote, emitted against the small set of primitives of ``Primitives``.
+
+``onnx_export.OnnxLowering`` and ``tflite_export.TfliteLowering`` implement the primitives; every operation of
+the forward pass (and its order, which float results depend on) lives here, so a change to the model is made
+once and the parity tests of both back-ends guard it. The graph reproduces ``models/bert.py`` op for op.
+
+Tensor handles are opaque to this module (ONNX value names, TFLite tensor indices). Shapes in the docstrings:
+B batch, L sequence, H hidden, D head dim, K labels; float tensors are float32, ids int64.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bebert_deploy.runtime.quant_levels import lsq_levels
+
+from .lowering import ActSpec, EmbeddingSpec, EnsembleSpec, LayerSpec, LinearSpec, MemberSpec
+
+
+class Primitives:
+    """What a back-end implements. ``T`` below is the back-end's tensor handle. Binary operators broadcast
+    numpy-style; every float primitive must compute what the PyTorch op of the same name computes."""
+
+    # --- constants and elementwise arithmetic (float32) ---------------------------------------------------
+    def const(self, value) -> "T":
+        """A float32 constant (scalar or array)."""
+        raise NotImplementedError
+
+    def add(self, a, b):
+        """a + b."""
+        raise NotImplementedError
+
+    def sub(self, a, b):
+        """a - b."""
+        raise NotImplementedError
+
+    def mul(self, a, b):
+        """a * b."""
+        raise NotImplementedError
+
+    def div(self, a, b):
+        """a / b."""
+        raise NotImplementedError
+
+    def round(self, x):
+        """Round half to even (torch.round)."""
+        raise NotImplementedError
+
+    def clip(self, x, lo: float, hi: float):
+        """min(max(x, lo), hi) with float constants lo, hi."""
+        raise NotImplementedError
+
+    def sign(self, x):
+        """+-1.0 with sign(0) = +1 (the project's convention, runtime/LAYOUT.md)."""
+        raise NotImplementedError
+
+    def positive(self, x):
+        """float 1[x > 0]."""
+        raise NotImplementedError
+
+    def to_float(self, x):
+        """Cast an integer tensor to float32."""
+        raise NotImplementedError
+
+    def min_per_example(self, x):
+        """[B, ...] -> [B, 1, ..., 1]: the minimum over every axis but the first (same rank as x)."""
+        raise NotImplementedError
+
+    # --- shapes -------------------------------------------------------------------------------------------
+    def reshape(self, x, shape: list[int]):
+        """ONNX Reshape semantics: 0 copies the input's dimension at that index, -1 is inferred."""
+        raise NotImplementedError
+
+    def transpose(self, x, perm: list[int]):
+        raise NotImplementedError
+
+    def take(self, x, axis: int, index: int):
+        """x[..., index, ...] along ``axis`` (the axis is removed), e.g. [B, L, H] -> [B, H] for the [CLS] row."""
+        raise NotImplementedError
+
+    # --- layers -------------------------------------------------------------------------------------------
+    def matmul(self, a, b, transpose_b: bool = False):
+        """Attention's batched a @ b (or a @ b^T over the last two axes), rank 4:
+        [B, heads, M, K] x [B, heads, K, N] -> [B, heads, M, N]."""
+        raise NotImplementedError
+
+    def softmax(self, x):
+        """Softmax over the last axis."""
+        raise NotImplementedError
+
+    def activation(self, x, kind: str):
+        """'relu' | 'gelu' (exact erf form, torch.nn.GELU()) | 'tanh'."""
+        raise NotImplementedError
+
+    def layer_norm(self, x, wb: tuple[np.ndarray, np.ndarray], eps: float, name: str):
+        """LayerNorm over the last axis with weight/bias float32 [H]."""
+        raise NotImplementedError
+
+    def linear(self, x, spec: LinearSpec, name: str):
+        """[..., K] -> [..., N]: act(x) W^T + b (binary, TWS-split or float; the input quantizer included, see
+        ``fake_quant``)."""
+        raise NotImplementedError
+
+    def embedding(self, ids, word: EmbeddingSpec, position: np.ndarray, name: str, position_name: str):
+        """ids int64 [B, L] -> word rows of ``ids`` plus the first L rows of ``position`` float32 [max_len, H]:
+        float32 [B, L, H]."""
+        raise NotImplementedError
+
+    def lookup(self, table: np.ndarray, ids, name: str):
+        """Rows of a float32 table [V, H] at ids int64 [B, L] -> [B, L, H]."""
+        raise NotImplementedError
+
+    def one_hot_argmax(self, x, k: int):
+        """[B, K] -> float32 [B, K]: 1 at the argmax of each row (first one on ties), 0 elsewhere."""
+        raise NotImplementedError
+
+
+def fake_quant(low: Primitives, x, act: ActSpec, part: int = 0):
+    """An activation quantizer (models/quantizers.py) with the same float operations as PyTorch: x unchanged
+    (float), sign(x) (sign), or LSQ ``clamp(round((x - m) / step), qn, qp) * step + m`` with m = 0 (symmetric)
+    or the per-example minimum (asymmetric). ``part`` picks the step of a TWS half. Same shape as x."""
+    if act.mode == "float":
+        return x
+    if act.mode == "sign":
+        return low.sign(x)
+    qn, qp = lsq_levels(act.bits, act.symmetric)
+    step = low.const(act.steps[part])
+    if act.symmetric:
+        return low.mul(low.clip(low.round(low.div(x, step)), qn, qp), step)
+    mn = low.min_per_example(x)
+    return low.add(low.mul(low.clip(low.round(low.div(low.sub(x, mn), step)), qn, qp), step), mn)
+
+
+def encoder_layer(low: Primitives, layer: LayerSpec, m: MemberSpec, h, mask_add, name: str):
+    """One post-LN BERT layer: h float32 [B, L, H], mask_add [B, 1, 1, L] -> [B, L, H]."""
+    nh, hd = m.num_heads, m.head_dim
+
+    def heads(t, act):  # [B, L, H] -> quantized [B, heads, L, D]
+        return low.transpose(low.reshape(fake_quant(low, t, act), [0, 0, nh, hd]), [0, 2, 1, 3])
+
+    q = heads(low.linear(h, layer.query, name + "query"), layer.q_act)
+    k = heads(low.linear(h, layer.key, name + "key"), layer.k_act)
+    v = heads(low.linear(h, layer.value, name + "value"), layer.v_act)
+    scores = low.add(low.div(low.matmul(q, k, transpose_b=True), low.const(math.sqrt(hd))), mask_add)
+    if layer.attention == "bool":  # Bi-Attention: exact, the scores of +-1 queries/keys are multiples of 1/sqrt(d)
+        probs = low.positive(scores)
+    else:
+        probs = fake_quant(low, low.softmax(scores), layer.probs_act)
+    ctx = low.reshape(low.transpose(low.matmul(probs, v), [0, 2, 1, 3]), [0, 0, -1])
+    h = low.layer_norm(low.add(h, low.linear(ctx, layer.attn_out, name + "attn_out")), layer.ln_attn, m.eps,
+                       name + "ln_attn")
+    inner = low.activation(low.linear(h, layer.ffn_in, name + "ffn_in"), m.hidden_act)
+    return low.layer_norm(low.add(h, low.linear(inner, layer.ffn_out, name + "ffn_out")), layer.ln_ffn, m.eps,
+                          name + "ln_ffn")
+
+
+def member(low: Primitives, m: MemberSpec, ids, mask, types, prefix: str):
+    """One BERT classifier: ids / mask / types int64 [B, L] -> logits float32 [B, K]. Weight names start with
+    ``prefix``."""
+    e = low.add(low.embedding(ids, m.word, m.position, f"{prefix}word", f"{prefix}position"),
+                low.lookup(m.token_type, types, f"{prefix}token_type"))
+    h = low.layer_norm(e, m.ln_emb, m.eps, f"{prefix}ln_emb")
+    # additive mask (1 - mask) * MASK_VALUE, broadcast over heads and query rows: [B, 1, 1, L]
+    mask_add = low.reshape(low.mul(low.sub(low.const(1.0), low.to_float(mask)), low.const(m.mask_value)), [0, 1, 1, -1])
+    for i, layer in enumerate(m.layers):
+        h = encoder_layer(low, layer, m, h, mask_add, f"{prefix}l{i}.")
+    pooled = low.activation(low.linear(low.take(h, 1, 0), m.pooler, f"{prefix}pooler"), "tanh")
+    return low.linear(pooled, m.classifier, f"{prefix}classifier")
+
+
+def vote(low: Primitives, logits: list, weights: np.ndarray, rule: str, k: int):
+    """probs float32 [B, K] = sum_i weights[i] * p_i, p_i = softmax(logits_i) ('soft'), the one-hot of its
+    argmax ('hard'), or the logits themselves for a regression head (K = 1)."""
+    total = None
+    for lg, w in zip(logits, weights):
+        if k == 1:
+            p = lg
+        elif rule == "hard":
+            p = low.one_hot_argmax(lg, k)
+        else:
+            p = low.softmax(lg)
+        p = low.mul(p, low.const(w))
+        total = p if total is None else low.add(total, p)
+    return total
+
+
+def ensemble(low: Primitives, spec: EnsembleSpec, ids, mask, types) -> dict:
+    """The whole exported graph: {'probs': ..., 'logits_0': ..., ...} in ``spec.output_names`` order."""
+    logits = [member(low, m, ids, mask, types, f"m{i}.") for i, m in enumerate(spec.members)]
+    probs = vote(low, logits, spec.weights, spec.vote, spec.num_labels)
+    return dict(zip(spec.output_names, [probs, *logits]))

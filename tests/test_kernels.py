@@ -104,6 +104,7 @@ def test_bad_arguments_raise_clear_errors():
         _kernels.binary_linear(x, w, a, np.ones(5, np.float32), "float", 32, True, st, 1, "auto")
 
 
+@pytest.mark.arm
 def test_cpp_kernel_tests_native_and_aarch64():
     """The C++ unit test, natively and (where the cross toolchain exists, as in CI) under qemu-aarch64."""
     require_arm = os.environ.get("BEBERT_REQUIRE_ARM") == "1"

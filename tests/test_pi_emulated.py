@@ -23,6 +23,8 @@ def _missing() -> str | None:
     return None
 
 
+@pytest.mark.arm
+@pytest.mark.slow
 def test_pi_path_under_qemu(tiny_ckpt, tmp_path):
     why = _missing()
     if why:

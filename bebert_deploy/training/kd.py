@@ -65,7 +65,7 @@ def intermediate_loss(s_int: dict, t_int: dict, teacher_heads: list[list[int]] |
     Masked score entries (<= -1e2) are zeroed on both sides (TinyBERT). ``teacher_heads[l]`` lists which
     teacher heads the student's heads of layer l correspond to (pruned students); None = same heads.
     """
-    loss = torch.zeros(())
+    loss = 0.0  # a Python float adopts the device of the first term (CPU or CUDA)
     for l, (s, t) in enumerate(zip(s_int["attention_scores"], t_int["attention_scores"])):
         if teacher_heads is not None:
             t = t[:, teacher_heads[l]]

@@ -18,7 +18,7 @@ from bebert_deploy.models.bert import FP_QUANT, BertArch, BertClassifier, QuantC
 from bebert_deploy.tokenizer import encode, load_tokenizer
 
 from . import adaboost
-from .loop import StageSpec, TensorData, evaluate_logits, fit, is_main, predict_logits, world
+from .loop import StageSpec, TensorData, evaluate_logits, fit, is_main, predict_logits, resolve_device, world
 from .prune import prune_width, with_quant
 from .tws import tws_split
 
@@ -68,91 +68,189 @@ def build_fp_model(base: Path, task: TaskSpec) -> BertClassifier:
     return model
 
 
-def train_bebert(cfg: TrainConfig, out_dir: str | Path) -> dict:
-    """Run the whole pipeline and write a checkpoint to ``out_dir``. Returns a summary dict (dev metrics
-    and wall seconds of every stage). See TrainConfig for the knobs."""
-    from bebert_deploy.checkpoint import load_checkpoint, save_checkpoint
+def unlabeled(cfg: TrainConfig, task: TaskSpec, tokenizer, train_texts: list[str]) -> TensorData | None:
+    """Teacher-labelled rows beyond the training set (labels -1): cfg.extra_text corpora deduplicated against the
+    task's dev/test sentences, plus cfg.augment perturbed copies of each training sentence."""
+    from bebert_deploy.data.extra_text import augmented, extra_sentences
 
-    task = get_task(cfg.task)
-    if task.is_regression and cfg.boost.members > 1:
-        raise ValueError(f"task {task.name} is a regression task: AdaBoost over several members is defined here "
-                         "for classification only (use --members 1)")
-    if cfg.kd not in ("none", "pred", "two_stage"):
-        raise ValueError(f"unknown KD mode {cfg.kd!r}; expected none, pred or two_stage")
-    torch.manual_seed(cfg.seed)
-    rank, n_proc = world()
-    base = Path(cfg.base) if cfg.base else default_base()
-    tokenizer = load_tokenizer(base)
-    train = load_split(cfg, task, "train", tokenizer, cfg.train_limit)
-    dev = load_split(cfg, task, "dev", tokenizer, cfg.dev_limit)
-    summary: dict = {"train_examples": len(train), "dev_examples": len(dev), "stages": {}, "processes": n_proc}
+    texts: list[str] = []
+    if cfg.extra_text and cfg.extra_text != "none":
+        d = resolve_data_dir(cfg)
+        held_out = [t for f in (task.dev_file, "test.tsv") if (d / f).is_file() for t in read_tsv(d / f, task).text_a]
+        texts += extra_sentences([n.strip() for n in cfg.extra_text.split(",") if n.strip()], held_out)
+    if cfg.augment > 0:
+        texts += augmented(train_texts, cfg.augment, cfg.seed)
+    if not texts:
+        return None
+    enc = encode(tokenizer, texts, None, cfg.max_len)
+    fill = torch.full((len(texts),), -1, dtype=torch.int64) if not task.is_regression else torch.full((len(texts),), float("nan"))
+    return TensorData(torch.from_numpy(enc["input_ids"]), torch.from_numpy(enc["attention_mask"]),
+                      torch.from_numpy(enc["token_type_ids"]), fill)
 
-    def spec(epochs, lr, loss, desc, seed_off=0):
-        return StageSpec(epochs, lr, loss, cfg.step_lr, cfg.weight_decay, cfg.warmup, cfg.batch_size,
-                         cfg.seed + seed_off, desc)
 
-    # 1. full-precision teacher
+class _Run:
+    """Shared state of one train_bebert call: config, data, teacher and its cached logits, device."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.task = get_task(cfg.task)
+        self.device = resolve_device(cfg.device)
+        self.base = Path(cfg.base) if cfg.base else default_base()
+        self.tokenizer = load_tokenizer(self.base)
+        d = resolve_data_dir(cfg)
+        examples = read_tsv(d / "train.tsv", self.task, cfg.train_limit)
+        self.train = tensorize(examples, self.task, self.tokenizer, cfg.max_len)
+        self.dev = load_split(cfg, self.task, "dev", self.tokenizer, cfg.dev_limit)
+        extra = unlabeled(cfg, self.task, self.tokenizer, list(examples.text_a))
+        self.train_all = self.train if extra is None else TensorData.concat([self.train, extra])
+        self.summary: dict = {"train_examples": len(self.train), "extra_examples": len(self.train_all) - len(self.train),
+                              "dev_examples": len(self.dev), "device": str(self.device), "stages": {},
+                              "processes": world()[1]}
+        self.teacher = None
+        self.teacher_logits = None
+        self.teacher_heads = None
+
+    def spec(self, epochs, lr, loss, desc, seed_off=0, hard_weight=None) -> StageSpec:
+        c = self.cfg
+        hw = (c.hard_weight if c.kd != "none" else 0.0) if hard_weight is None else hard_weight
+        return StageSpec(epochs, lr, loss, c.step_lr, c.weight_decay, c.warmup, c.batch_size, c.seed + seed_off,
+                         desc, hw)
+
+    def fit(self, model, data: TensorData, spec: StageSpec, weights=None, resample=False):
+        """fit() on ``data`` (train or train_all) with the cached teacher logits of its rows."""
+        t_log = self.teacher_logits[:len(data)] if self.teacher_logits is not None else None
+        return fit(model, data, self.dev, self.task, spec, self.teacher, self.teacher_heads, weights, resample, t_log)
+
+    def kd_loss(self) -> str:
+        c = self.cfg
+        if c.quant.member_type == "bibert":
+            # BiBERT members are binarized straight from the full-width teacher and trained with BiBERT's one-stage
+            # loss (prediction KD + direction-matching distillation): no TWS, no two-stage schedule.
+            if c.tws or c.kd == "two_stage":
+                raise ValueError("BiBERT members take --no-tws and --kd pred (BiBERT's DMD loss) or --kd none")
+            return "bibert" if c.kd == "pred" else "task"
+        return {"none": "task", "pred": "pred", "two_stage": "pred"}[c.kd]
+
+    def kd_data(self) -> TensorData:
+        """Prediction KD learns from every row (extra text included); hard labels alone only from labelled rows."""
+        return self.train_all if self.kd_loss() == "pred" else self.train
+
+
+def _train_teacher(run: _Run) -> None:
+    from bebert_deploy.checkpoint import load_checkpoint
+
+    cfg, task = run.cfg, run.task
     if cfg.teacher:
         teacher = load_checkpoint(cfg.teacher).teacher
         if teacher is None:
             raise ValueError(f"{cfg.teacher} holds no full-precision teacher")
-        t_dev = evaluate_logits(task, predict_logits(teacher, dev), dev.labels.numpy())
-        summary["stages"]["teacher"] = {"dev": t_dev, "seconds": 0.0, "reused": cfg.teacher}
+        teacher.to(run.device)
+        t_dev = evaluate_logits(task, predict_logits(teacher, run.dev), run.dev.labels.numpy())
+        run.summary["stages"]["teacher"] = {"dev": t_dev, "seconds": 0.0, "reused": cfg.teacher}
     else:
-        teacher = build_fp_model(base, task)
-        summary["stages"]["teacher"] = fit(teacher, train, dev, task, spec(cfg.teacher_epochs, cfg.teacher_lr, "task", "teacher"))
+        teacher = build_fp_model(run.base, task).to(run.device)
+        run.summary["stages"]["teacher"] = fit(teacher, run.train, run.dev, task,
+                                               run.spec(cfg.teacher_epochs, cfg.teacher_lr, "task", "teacher", hard_weight=0.0))
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    run.teacher = teacher
+    t0 = time.perf_counter()
+    run.teacher_logits = torch.from_numpy(predict_logits(teacher, run.train_all, 256))
+    run.summary["stages"]["teacher_logits"] = {"seconds": time.perf_counter() - t0, "rows": len(run.train_all)}
 
-    # 2. binary initialisation
-    q = cfg.quant
-    kd_loss = {"none": "task", "pred": "pred", "two_stage": "pred"}[cfg.kd]
-    if q.member_type == "bibert":
-        # BiBERT members are binarized straight from the full-width teacher and trained with BiBERT's one-stage
-        # loss (prediction KD + direction-matching distillation): no TWS, no two-stage schedule.
-        if cfg.tws or cfg.kd == "two_stage":
-            raise ValueError("BiBERT members take --no-tws and --kd pred (BiBERT's DMD loss) or --kd none")
-        kd_loss = "bibert" if cfg.kd == "pred" else "task"
-    teacher_heads = None
-    if cfg.tws:
-        if q.weight_mode != "binary":
-            raise ValueError("--tws needs binary weights (it splits a ternary model into two binary halves)")
-        batches = [train.batch(slice(s, s + cfg.batch_size)) for s in range(0, min(len(train), 8 * cfg.batch_size), cfg.batch_size)]
-        half, teacher_heads = prune_width(teacher, batches, cfg.width, task.is_regression)
-        ternary = with_quant(half, replace(q, weight_mode="ternary",
-                                           embed_mode="ternary" if q.embed_mode == "binary" else q.embed_mode, split=False))
-        t0 = time.perf_counter()
-        if cfg.kd == "two_stage":
-            fit(ternary, train, dev, task, spec(cfg.ternary_epochs, 2.5 * cfg.lr, "inter", "ternary-stage1"),
-                teacher, teacher_heads)
-        st = fit(ternary, train, dev, task, spec(cfg.ternary_epochs, cfg.lr, kd_loss, "ternary"), teacher, teacher_heads)
-        st["seconds"] = time.perf_counter() - t0
-        summary["stages"]["ternary"] = st
-        init = tws_split(ternary)
-        init_dev = evaluate_logits(task, predict_logits(init, dev), dev.labels.numpy())
-        summary["stages"]["tws_split"] = {"dev": init_dev}
-    else:
-        init = with_quant(teacher, replace(q, split=False))
 
-    # 3. AdaBoost members
-    n = len(train)
+def _binary_init(run: _Run, seed_off: int, tag: str) -> BertClassifier:
+    """The binary start of a member: prune -> (distil the half-width FP model) -> ternary -> TWS, or the
+    teacher's weights re-quantized (no TWS)."""
+    cfg, task, q = run.cfg, run.task, run.cfg.quant
+    kd_loss = run.kd_loss()
+    if not cfg.tws:
+        return with_quant(run.teacher, replace(q, split=False)).to(run.device)
+    if q.weight_mode != "binary":
+        raise ValueError("--tws needs binary weights (it splits a ternary model into two binary halves)")
+    rng = np.random.default_rng(cfg.seed + seed_off)
+    pick = rng.permutation(len(run.train))[:8 * cfg.batch_size]
+    batches = [run.train.batch(torch.as_tensor(pick[s:s + cfg.batch_size]), run.device, trim=True)
+               for s in range(0, len(pick), cfg.batch_size)]
+    half, run.teacher_heads = prune_width(run.teacher, batches, cfg.width, task.is_regression)
+    half.to(run.device)
+    stages = run.summary["stages"]
+    if cfg.half_distill_epochs > 0 and kd_loss == "pred":
+        for p in half.parameters():
+            p.requires_grad_(True)
+        stages[f"half_fp{tag}"] = run.fit(half, run.kd_data(), run.spec(cfg.half_distill_epochs, cfg.teacher_lr * 2, "pred",
+                                                                          f"half-fp{tag}", seed_off + 11))
+    ternary = with_quant(half, replace(q, weight_mode="ternary",
+                                       embed_mode="ternary" if q.embed_mode == "binary" else q.embed_mode,
+                                       split=False)).to(run.device)
+    t0 = time.perf_counter()
+    if cfg.kd == "two_stage":
+        run.fit(ternary, run.train_all, run.spec(cfg.ternary_epochs, 2.5 * cfg.lr, "inter", f"ternary{tag}-stage1", seed_off))
+    st = run.fit(ternary, run.kd_data(), run.spec(cfg.ternary_epochs, cfg.lr, kd_loss, f"ternary{tag}", seed_off))
+    st["seconds"] = time.perf_counter() - t0
+    stages[f"ternary{tag}"] = st
+    init = tws_split(ternary.cpu()).to(run.device)
+    stages[f"tws_split{tag}"] = {"dev": evaluate_logits(task, predict_logits(init, run.dev), run.dev.labels.numpy())}
+    return init
+
+
+def _train_member(run: _Run, init, i: int, seed_off: int, weights=None, resample=False, data=None):
+    cfg = run.cfg
+    member = copy.deepcopy(init)
+    for p in member.parameters():
+        p.requires_grad_(True)
+    data = run.kd_data() if data is None else data
+    steps_before = lsq_steps(member)
+    t0 = time.perf_counter()
+    if cfg.kd == "two_stage":
+        run.fit(member, data, run.spec(cfg.member_epochs, 2.5 * cfg.lr, "inter", f"member{i}-stage1", seed_off + 1),
+                weights, resample)
+    res = run.fit(member, data, run.spec(cfg.member_epochs, cfg.lr, run.kd_loss(), f"member{i}", seed_off + 2),
+                  weights, resample)
+    res["seconds"] = time.perf_counter() - t0
+    res["lsq_steps"] = {"before": steps_before, "after": lsq_steps(member)}
+    return member.eval(), res
+
+
+def lsq_steps(model) -> dict[str, float]:
+    """Every LSQ activation step of ``model`` by parameter name (float), for the before/after dump."""
+    return {n: float(p.detach()) for n, p in model.named_parameters() if n.endswith(".step")}
+
+
+def _independent_members(run: _Run):
+    """Members that share nothing but the teacher: own seed, own data order (or bootstrap sample), own
+    prune -> ternary -> TWS run; equal-weight soft vote."""
+    cfg = run.cfg
+    members, alphas, infos = [], [], []
+    for i in range(cfg.boost.members):
+        off = 1000 * i
+        init = _binary_init(run, off, f"-m{i}" if i else "")
+        data = run.kd_data()
+        if cfg.bootstrap:
+            data = data.subset(np.random.default_rng(cfg.seed + off + 5).choice(len(data), len(data), replace=True))
+        member, res = _train_member(run, init, i, off, data=data)
+        run.summary["stages"][f"member{i}"] = res
+        members.append(member)
+        alphas.append(1.0)
+        infos.append({"dev": res["dev"]})
+    return members, alphas, infos, "soft"
+
+
+def _boosted_members(run: _Run):
+    """BEBERT's AdaBoost: members from one binary start, trained on re-weighted (or resampled) labelled rows."""
+    cfg, task = run.cfg, run.task
+    init = _binary_init(run, 0, "")
+    n = len(run.train)
     weights = np.full(n, 1.0 / n)
     members, alphas, infos = [], [], []
     prev = init
-    y = train.labels.numpy()
+    y = run.train.labels.numpy()
     for i in range(cfg.boost.members):
-        member = copy.deepcopy(prev if cfg.boost.warm_start else init)
-        for p in member.parameters():
-            p.requires_grad_(True)
-        t0 = time.perf_counter()
-        if cfg.kd == "two_stage":
-            fit(member, train, dev, task, spec(cfg.member_epochs, 2.5 * cfg.lr, "inter", f"member{i}-stage1", 100 * i + 1),
-                teacher, teacher_heads, weights, cfg.boost.weighting == "resample")
-        res = fit(member, train, dev, task, spec(cfg.member_epochs, cfg.lr, kd_loss, f"member{i}", 100 * i + 2),
-                  teacher, teacher_heads, weights if cfg.boost.members > 1 else None, cfg.boost.weighting == "resample")
-        res["seconds"] = time.perf_counter() - t0
-        train_logits = predict_logits(member, train)
+        member, res = _train_member(run, prev if cfg.boost.warm_start else init, i, 100 * i,
+                                    weights if cfg.boost.members > 1 else None, cfg.boost.weighting == "resample",
+                                    data=run.train)
+        train_logits = predict_logits(member, run.train)
         if task.is_regression:
             err, alpha = float("nan"), 1.0
         else:
@@ -164,31 +262,52 @@ def train_bebert(cfg: TrainConfig, out_dir: str | Path) -> dict:
                 alpha = 1e-3
             weights = adaboost.update_weights(weights, miss, alpha, cfg.boost.alpha)
         res.update(train_error=err, alpha=alpha)
-        summary["stages"][f"member{i}"] = res
-        members.append(member.eval())
+        run.summary["stages"][f"member{i}"] = res
+        members.append(member)
         alphas.append(alpha)
         infos.append({"train_error": err, "dev": res["dev"]})
         prev = member
+    return members, alphas, infos, cfg.boost.vote
 
+
+def train_bebert(cfg: TrainConfig, out_dir: str | Path) -> dict:
+    """Run the whole pipeline and write a checkpoint to ``out_dir``. Returns a summary dict (dev metrics
+    and wall seconds of every stage). See TrainConfig for the knobs."""
+    from bebert_deploy.checkpoint import save_checkpoint
     from bebert_deploy.models.ensemble import BebertEnsemble
 
-    ens = BebertEnsemble(members, alphas, cfg.boost.vote)
-    probs = _ensemble_probs(ens, dev)
-    summary["ensemble_dev"] = evaluate_logits(task, probs, dev.labels.numpy())
+    task = get_task(cfg.task)
+    if task.is_regression and cfg.boost.members > 1 and cfg.ensemble == "boost":
+        raise ValueError(f"task {task.name} is a regression task: AdaBoost over several members is defined here "
+                         "for classification only (use --members 1 or --ensemble independent)")
+    if cfg.kd not in ("none", "pred", "two_stage"):
+        raise ValueError(f"unknown KD mode {cfg.kd!r}; expected none, pred or two_stage")
+    if cfg.ensemble not in ("independent", "boost"):
+        raise ValueError(f"unknown ensemble mode {cfg.ensemble!r}; expected independent or boost")
+    torch.manual_seed(cfg.seed)
+    run = _Run(cfg)
+    _train_teacher(run)
+    run.kd_loss()  # validates the member type against the KD mode before any member trains
+    make = _independent_members if cfg.ensemble == "independent" else _boosted_members
+    members, alphas, infos, vote = make(run)
+    ens = BebertEnsemble(members, alphas, vote)
+    run.summary["ensemble_dev"] = evaluate_logits(task, _ensemble_probs(ens, run.dev), run.dev.labels.numpy())
     if is_main():
-        save_checkpoint(out_dir, members, alphas, task, cfg.max_len, base, vote=cfg.boost.vote, teacher=teacher,
-                        provenance={"train_config": cfg.to_dict(), "summary": summary, "versions": package_versions(("bebert-deploy", "torch", "transformers", "tokenizers")),
-                                    "base": str(base)}, member_info=infos)
-    return summary
+        save_checkpoint(out_dir, [m.cpu() for m in members], alphas, task, cfg.max_len, run.base, vote=vote,
+                        teacher=run.teacher.cpu(), provenance={"train_config": cfg.to_dict(), "summary": run.summary,
+                        "versions": package_versions(("bebert-deploy", "torch", "transformers", "tokenizers")),
+                        "base": str(run.base)}, member_info=infos)
+    return run.summary
 
 
 @torch.no_grad()
 def _ensemble_probs(ens, data: TensorData, batch_size: int = 64, noise_std: float = 0.0) -> np.ndarray:
     ens.eval()
+    device = next(ens.parameters()).device
     out = []
     for s in range(0, len(data), batch_size):
-        b = data.batch(slice(s, s + batch_size))
-        out.append(ens(b["input_ids"], b["attention_mask"], b["token_type_ids"], embedding_noise_std=noise_std)[0])
+        b = data.batch(slice(s, s + batch_size), device)
+        out.append(ens(b["input_ids"], b["attention_mask"], b["token_type_ids"], embedding_noise_std=noise_std)[0].cpu())
     return torch.cat(out).numpy()
 
 

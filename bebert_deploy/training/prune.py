@@ -19,7 +19,8 @@ from bebert_deploy.models.bert import BertClassifier
 def importance_scores(model: BertClassifier, batches, regression: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Head importance [layers, heads] and per-layer FFN neuron importance ([intermediate] each)."""
     a = model.arch
-    head_masks = [torch.ones(a.num_heads, requires_grad=True) for _ in range(a.num_layers)]
+    device = next(model.parameters()).device
+    head_masks = [torch.ones(a.num_heads, device=device, requires_grad=True) for _ in range(a.num_layers)]
     head_imp = torch.zeros(a.num_layers, a.num_heads)
     neuron_imp = [torch.zeros(a.intermediate_size) for _ in range(a.num_layers)]
     model.eval()
@@ -34,9 +35,9 @@ def importance_scores(model: BertClassifier, batches, regression: bool) -> tuple
             m.grad = None
         loss.backward()
         for i, m in enumerate(head_masks):
-            head_imp[i] += m.grad.abs()
+            head_imp[i] += m.grad.abs().cpu()
         for i, f in enumerate(internals["ffn_inner"]):
-            neuron_imp[i] += (f * f.grad).abs().sum(dim=(0, 1)).detach()
+            neuron_imp[i] += (f * f.grad).abs().sum(dim=(0, 1)).detach().cpu()
     model.zero_grad()
     return head_imp, neuron_imp
 

@@ -171,6 +171,9 @@ def member_spec(model: BertClassifier, max_len: int | None = None) -> MemberSpec
                       linear_spec(model.classifier))
 
 
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # the graph inputs, int64 [batch, seq], in order
+
+
 @dataclass
 class EnsembleSpec:
     """The exported graph's content: members, normalised vote weights, vote rule, labels, metadata."""

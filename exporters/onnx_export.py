@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import graph
 from .graph import Primitives, fake_quant
-from .lowering import EmbeddingSpec, EnsembleSpec
+from .lowering import INPUT_NAMES, EmbeddingSpec, EnsembleSpec
 
 OPSET = 18            # BitwiseAnd needs 18; LayerNormalization 17
 CUSTOM_DOMAIN = "bebert"
@@ -214,9 +214,8 @@ class OnnxLowering(Primitives):
 def build_onnx(spec: EnsembleSpec, ops: str = "custom") -> onnx.ModelProto:
     """The ONNX model of an EnsembleSpec (see module docstring for inputs/outputs)."""
     g = GraphBuilder()
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
-              for n in ("input_ids", "attention_mask", "token_type_ids")]
-    results = graph.ensemble(OnnxLowering(g, ops), spec, "input_ids", "attention_mask", "token_type_ids")
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in INPUT_NAMES]
+    results = graph.ensemble(OnnxLowering(g, ops), spec, *INPUT_NAMES)
     outputs = []
     for name, value in results.items():
         g.nodes.append(helper.make_node("Identity", [value], [name]))

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import graph
 from .graph import Primitives, fake_quant
-from .lowering import EmbeddingSpec, EnsembleSpec
+from .lowering import INPUT_NAMES, EmbeddingSpec, EnsembleSpec
 from .tflite_quant import binary_int4_weight, int8_weight
 from .tflite_writer import TfliteGraph
 
@@ -229,7 +229,7 @@ def build_tflite(spec: EnsembleSpec, ops: str = "custom", weights: str = "fp32",
     if L > spec.max_len:
         raise ValueError(f"sequence length {L} exceeds the checkpoint's max_len {spec.max_len}")
     g = TfliteGraph()
-    inputs = {n: g.tensor(n, (1, L), g.tfl.TensorType.INT64) for n in ("input_ids", "attention_mask", "token_type_ids")}
+    inputs = {n: g.tensor(n, (1, L), g.tfl.TensorType.INT64) for n in INPUT_NAMES}
     outputs = graph.ensemble(TfliteLowering(g, ops, weights), spec, *inputs.values())
     for name, t in outputs.items():
         g.tensors[t].name = name

@@ -56,6 +56,18 @@ def _tensor_types(path):
     return {sg.Tensors(i).Type() for i in range(sg.TensorsLength())}
 
 
+def test_both_lowerings_implement_every_graph_primitive():
+    # exporters/graph.py writes the graph once; a primitive left to the base class would fail only at export time
+    from bebert_deploy.exporters.graph import Primitives
+    from bebert_deploy.exporters.onnx_export import OnnxLowering
+    from bebert_deploy.exporters.tflite_export import TfliteLowering
+
+    names = [n for n, f in vars(Primitives).items() if callable(f) and not n.startswith("_")]
+    assert {"linear", "embedding", "layer_norm", "matmul", "softmax", "one_hot_argmax"} <= set(names)
+    for cls in (OnnxLowering, TfliteLowering):
+        assert [n for n in names if getattr(cls, n) is getattr(Primitives, n)] == [], cls.__name__
+
+
 def test_pack_int4_layout():
     # TFLite packs INT4 two per byte, the first element in the low nibble; -1 is 0xF.
     assert pack_int4(np.array([1, -1, -8, 7, 3], np.int8)).tolist() == [0xF1, 0x78, 0x03]

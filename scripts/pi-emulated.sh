@@ -50,8 +50,13 @@ cp -r "$root"/bebert_deploy/. "$pkg/"
 for sub in models exporters runtime; do mkdir -p "$pkg/$sub" && cp -r "$root/$sub"/. "$pkg/$sub/"; done
 find "$pkg" -name "*.so" -delete
 src="$root/runtime/kernels"
-kernels=("$src"/bgemm/bgemm.cc "$src"/bgemm/bgemm_scalar.cc "$src"/bgemm/bgemm_avx2.cc "$src"/bgemm/bgemm_neon.cc
-         "$src"/bembed/bembed.cc "$src"/core/thread_pool.cc)
+# the one kernel source list (runtime/kernels/SOURCES: one path a line, # comments) when the tree has it
+if [ -f "$src/SOURCES" ]; then
+  mapfile -t kernels < <(sed -e '/^[[:space:]]*#/d' -e '/^[[:space:]]*$/d' -e "s|^|$src/|" "$src/SOURCES")
+else
+  kernels=("$src"/bgemm/bgemm.cc "$src"/bgemm/bgemm_scalar.cc "$src"/bgemm/bgemm_avx2.cc "$src"/bgemm/bgemm_neon.cc
+           "$src"/bembed/bembed.cc "$src"/core/thread_pool.cc)
+fi
 cxx=(aarch64-linux-gnu-g++-12 -std=c++17 -O3 -pthread -ffp-contract=off -fPIC -shared -fvisibility=hidden)
 "${cxx[@]}" "$src"/ort/ort_ops.cc "${kernels[@]}" -o "$pkg/runtime/_ort_ops.aarch64.so"
 "${cxx[@]}" "$src"/litert/litert_ops.cc "${kernels[@]}" -ldl -o "$pkg/runtime/_litert_ops.aarch64.so"

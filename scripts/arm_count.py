@@ -135,6 +135,46 @@ def make_exports(d: Path, seq_len: int, members: int = 2) -> list[Path]:
     return out
 
 
+# The GEMMs of one half-width BEBERT member at MiniLM-L6 shapes (hidden 384, 6 of 12 heads, FFN 768), each a TWS
+# pair (S = 2, one quantizer): Q/K/V, attention output, FFN in, FFN out, as (N, K).
+LAYER_SHAPES = {"qkv": (192, 384), "attn_out": (384, 192), "ffn_in": (768, 384), "ffn_out": (384, 768)}
+KERNEL_SOURCES = ["bgemm/bgemm.cc", "bgemm/bgemm_scalar.cc", "bgemm/bgemm_avx2.cc", "bgemm/bgemm_neon.cc",
+                  "core/thread_pool.cc"]
+
+
+def build_kernel_count(kernels: Path, out: Path) -> Path:
+    """scripts/armcount/kernel_count.cc against the kernel sources of `kernels` (a runtime/kernels folder: its
+    SOURCES list when it has one), for aarch64, static, with the -O3 of setup.py and scripts/pi-emulated.sh."""
+    lst = kernels / "SOURCES"
+    srcs = ([ln.strip() for ln in lst.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            if lst.exists() else KERNEL_SOURCES)
+    srcs = [str(kernels / x) for x in srcs if not x.startswith("bembed/")]
+    exe = out / "kernel_count"
+    subprocess.run(["aarch64-linux-gnu-g++-12", "-std=c++17", "-O3", "-pthread", "-ffp-contract=off", "-static",
+                    f"-I{kernels}", *srcs, str(HERE / "kernel_count.cc"), "-o", str(exe)], check=True)
+    return exe
+
+
+def kernel_counts(kernels: Path, cpus: list[str], seq: int, plugin: Path, work: Path) -> list[dict]:
+    """Checks NEON against scalar bit for bit, then counts the instructions of one binary_linear call (int4
+    symmetric activations, TWS pair, one thread) per layer shape: count(2 calls) - count(1 call)."""
+    exe = build_kernel_count(kernels, work)
+    chk = subprocess.run(["qemu-aarch64", "-cpu", cpus[0], str(exe), "check"], capture_output=True, text=True)
+    print("[arm] kernel check:", chk.stdout.strip().splitlines()[-1] if chk.stdout.strip() else chk.stderr[-500:])
+    if chk.returncode != 0:
+        raise RuntimeError("NEON kernels differ from the scalar reference:\n" + chk.stdout[-2000:])
+    rows = []
+    for cpu in cpus:
+        for name, (n, k) in LAYER_SHAPES.items():
+            c = [count_insns([str(exe), "run", str(seq), str(n), str(k), "2", str(r)], plugin, cpu) for r in (1, 2)]
+            macs = 2 * seq * n * k
+            rows.append({"layer": name, "cpu": cpu, "M": seq, "N": n, "K": k, "S": 2, "macs": macs,
+                         "insns_per_call": c[1] - c[0], "mac_per_insn": macs / (c[1] - c[0])})
+            print(f"[arm] kernel {cpu} {name} M={seq} N={n} K={k}: {c[1] - c[0]:,} insns per call "
+                  f"({macs / (c[1] - c[0]):.1f} MAC/insn)", flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=[], help="export files or folders of them")
@@ -145,6 +185,9 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=1, help="count every run this many times (determinism check)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="results/arm/counts", help="writes OUT.json and OUT.md")
+    ap.add_argument("--kernels", nargs="?", const=str(ROOT / "runtime/kernels"), metavar="KERNEL_DIR",
+                    help="also check and count our kernels alone at MiniLM layer shapes (default: this tree's "
+                         "runtime/kernels; another checkout's for a before/after)")
     a = ap.parse_args(argv)
     if a.runs < 2:
         ap.error("--runs must be >= 2")
@@ -153,30 +196,34 @@ def main(argv=None):
         pm = Path(m)
         models += sorted(list(pm.glob("*.onnx")) + list(pm.glob("*.tflite"))) if pm.is_dir() else [pm]
     models = sorted({m.resolve() for m in models}, key=lambda m: (m.suffix, ORDER.index(m.stem) if m.stem in ORDER else 99, m.name))
-    if not models:
-        ap.error("no models: pass --models or --make-exports")
+    if not models and not a.kernels:
+        ap.error("no models: pass --models, --make-exports or --kernels")
     cpus = a.cpus.split(",")
     work = Path(tempfile.mkdtemp(prefix="armcount-"))
+    got = {}
     try:
-        env = prepare_env(work)
         plugin = build_plugin(work / "plugin")
-        for cpu in cpus:
-            (work / f"cpuinfo-{cpu}").write_text(cpuinfo_text(cpu))
-        qenv = {"PYTHONPATH": env["pythonpath"], "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-                "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
-        guest = [str(env["sysroot"] / "usr/bin/python3.11"), str(HERE / "infer.py")]
+        krows = kernel_counts(Path(a.kernels), cpus, a.seq_len, plugin, work) if a.kernels else []
+        if models:
+            env = prepare_env(work)
+            for cpu in cpus:
+                (work / f"cpuinfo-{cpu}").write_text(cpuinfo_text(cpu))
+            qenv = {"PYTHONPATH": env["pythonpath"], "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+                    "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
+            guest = [str(env["sysroot"] / "usr/bin/python3.11"), str(HERE / "infer.py")]
 
-        def one(job):
-            model, cpu, runs, rep = job
-            t = time.time()
-            n = count_insns([*guest, str(model), str(runs), str(a.seq_len)], plugin, cpu, qenv, env["sysroot"],
-                            work / f"cpuinfo-{cpu}")
-            print(f"[arm] {cpu} {model.name} runs={runs} rep={rep}: {n:,} insns ({time.time() - t:.0f} s)", flush=True)
-            return job, n
+            def one(job):
+                model, cpu, runs, rep = job
+                t = time.time()
+                n = count_insns([*guest, str(model), str(runs), str(a.seq_len)], plugin, cpu, qenv, env["sysroot"],
+                                work / f"cpuinfo-{cpu}")
+                print(f"[arm] {cpu} {model.name} runs={runs} rep={rep}: {n:,} insns ({time.time() - t:.0f} s)",
+                      flush=True)
+                return job, n
 
-        jobs = [(m, c, r, k) for m in models for c in cpus for r in (1, a.runs) for k in range(a.repeat)]
-        with ThreadPoolExecutor(a.jobs) as ex:
-            got = dict(ex.map(one, jobs))
+            jobs = [(m, c, r, k) for m in models for c in cpus for r in (1, a.runs) for k in range(a.repeat)]
+            with ThreadPoolExecutor(a.jobs) as ex:
+                got = dict(ex.map(one, jobs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = []
@@ -198,7 +245,7 @@ def main(argv=None):
            "command": "python scripts/arm_count.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "seq_len": a.seq_len, "runs": a.runs, "repeat": a.repeat, "cpus": cpus,
            "qemu": subprocess.run(["qemu-aarch64", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
-           "rows": rows}
+           "rows": rows, "kernel_rows": krows}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
@@ -208,25 +255,34 @@ def main(argv=None):
 
 
 def table(res: dict) -> str:
-    """Markdown: one row per export, per CPU: M instructions per inference, x fp32, x int8 of the same format."""
-    cpus = res["cpus"]
-    head = "| export | " + " | ".join(f"{c} M insns | x fp32 | x int8" for c in cpus) + " | load M insns |\n"
-    head += "|---" * (1 + 3 * len(cpus) + 1) + "|\n"
-    lines = []
-    for name in dict.fromkeys(r["model"] for r in res["rows"]):
-        cells = []
-        for c in cpus:
-            r = next(r for r in res["rows"] if r["model"] == name and r["cpu"] == c)
-            f = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
-            cells += [f"{r['insns_per_inference'] / 1e6:,.0f}", f(r["x_fp32"]), f(r["x_int8"])]
-        load = next(r for r in res["rows"] if r["model"] == name)["load_insns"] / 1e6
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {load:,.0f} |")
-    spread = max(r["spread"] for r in res["rows"])
-    note = (f"\nseq {res['seq_len']}, batch 1, one thread; per inference = (count of {res['runs']} runs - count of 1 "
-            f"run) / {res['runs'] - 1}; {res['qemu']}")
-    if res["repeat"] > 1:
-        note += f"; largest spread over {res['repeat']} repeats: {100 * spread:.4f}%"
-    return head + "\n".join(lines) + "\n" + note + "\n"
+    """Markdown: one row per export, per CPU: M instructions per inference, x fp32, x int8 of the same format;
+    then the kernel rows (instructions per binary_linear call) when counted."""
+    cpus, md = res["cpus"], ""
+    f = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    if res["rows"]:
+        md = "| export | " + " | ".join(f"{c} M insns | x fp32 | x int8" for c in cpus) + " | load M insns |\n"
+        md += "|---" * (1 + 3 * len(cpus) + 1) + "|\n"
+        for name in dict.fromkeys(r["model"] for r in res["rows"]):
+            cells = []
+            for c in cpus:
+                r = next(r for r in res["rows"] if r["model"] == name and r["cpu"] == c)
+                cells += [f"{r['insns_per_inference'] / 1e6:,.0f}", f(r["x_fp32"]), f(r["x_int8"])]
+            load = next(r for r in res["rows"] if r["model"] == name)["load_insns"] / 1e6
+            md += f"| {name} | " + " | ".join(cells) + f" | {load:,.0f} |\n"
+        md += (f"\nseq {res['seq_len']}, batch 1, one thread; per inference = (count of {res['runs']} runs - count "
+               f"of 1 run) / {res['runs'] - 1}; {res['qemu']}")
+        if res["repeat"] > 1:
+            md += (f"; largest spread over {res['repeat']} repeats: "
+                   f"{100 * max(r['spread'] for r in res['rows']):.4f}%")
+        md += "\n"
+    if res.get("kernel_rows"):
+        md += ("\n| kernel call (TWS pair, int4, M = %d) | " % res["seq_len"]
+               + " | ".join(f"{c} M insns | MAC/insn" for c in cpus) + " |\n" + "|---" * (1 + 2 * len(cpus)) + "|\n")
+        for name in dict.fromkeys(r["layer"] for r in res["kernel_rows"]):
+            rs = [next(r for r in res["kernel_rows"] if r["layer"] == name and r["cpu"] == c) for c in cpus]
+            md += (f"| {name} N={rs[0]['N']} K={rs[0]['K']} | "
+                   + " | ".join(f"{r['insns_per_call'] / 1e6:.2f} | {r['mac_per_insn']:.1f}" for r in rs) + " |\n")
+    return md
 
 
 if __name__ == "__main__":

@@ -141,6 +141,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--xnnpack", type=Path, help="XNNPACK checkout (work tree or bare git dir); omit: ours only")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--neon", type=Path, default=ROOT / "runtime/kernels/bgemm/bgemm_neon.cc",
+                    help="our NEON kernel file (default: this tree's), e.g. another checkout's for a before/after")
     a = ap.parse_args(argv)
     mca_bin = tool("llvm-mca-19", "llvm-mca")
     cxx = tool("aarch64-linux-gnu-g++-12")
@@ -148,18 +150,22 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as tds:
         td = Path(tds)
-        neon = ROOT / "runtime/kernels/bgemm/bgemm_neon.cc"
+        neon = a.neon
         for model, cpu in MODELS.items():
             march = "armv8-a" if cpu == "cortex-a57" else "armv8.2-a+dotprod"
             asm = compile_asm(cxx, neon, march, ["-std=c++17", "-ffp-contract=off"], td)
             for spec in OURS:
-                body = pick(innermost_loops(asm, spec["function"]), spec["marker"])
+                loops = []
+                for fn in re.findall(rf"^({spec['function']}):", asm, re.M):
+                    loops += innermost_loops(asm, re.escape(fn))
+                body = pick(loops, spec["marker"])
                 r = mca(body, cpu, mca_bin)
+                macs = macs_of(body)
+                groups = 16 * sum(1 for x in body if x.split()[0] == "ld4") if spec.get("table") else None
                 rows.append({"kernel": spec["name"], "model": model, "mcpu": cpu, "march": march,
-                             "instructions": len(body), "macs_per_iter": spec["macs"], **r,
-                             "groups_per_iter": spec.get("groups"), "rows_per_iter": spec.get("rows"),
-                             "mac_per_cycle": spec["macs"] / r["cycles_per_iter"] if spec["macs"] else None,
-                             "note": spec["note"]})
+                             "instructions": len(body), "macs_per_iter": 0 if groups else macs, **r,
+                             "groups_per_iter": groups,
+                             "mac_per_cycle": None if groups else macs / r["cycles_per_iter"], "note": spec["note"]})
         if a.xnnpack:
             x = xnnpack_tree(a.xnnpack, td)
             stub = td / "stub"
@@ -172,24 +178,23 @@ def main(argv=None):
             rev = subprocess.run(["git", f"--git-dir={a.xnnpack}" if not (a.xnnpack / XNN_MLAL).exists() else "-C",
                                   *([] if not (a.xnnpack / XNN_MLAL).exists() else [str(a.xnnpack)]), "rev-parse",
                                   "HEAD"], capture_output=True, text=True).stdout.strip()
-            for name, body_, macs, cpus in (
-                    ("XNNPACK qd8-f32-qc8w 2x8c2s4 neon-mlal (int8, no sdot)", body, 2 * 8 * 16, MODELS),
-                    ("XNNPACK qd8-f32-qc8w 4x16c4 aarch64-neondot-ld128 (int8, sdot)", dot, 4 * 16 * 16,
+            for name, body_, cpus in (
+                    ("XNNPACK qd8-f32-qc8w 2x8c2s4 neon-mlal (int8, no sdot)", body, MODELS),
+                    ("XNNPACK qd8-f32-qc8w 4x16c4 aarch64-neondot-ld128 (int8, sdot)", dot,
                      {k: v for k, v in MODELS.items() if v == "neoverse-n1"})):
+                macs = macs_of(body_)
                 for model, cpu in cpus.items():
                     r = mca(body_, cpu, mca_bin)
                     rows.append({"kernel": name, "model": model, "mcpu": cpu, "instructions": len(body_),
                                  "macs_per_iter": macs, **r, "mac_per_cycle": macs / r["cycles_per_iter"],
                                  "source": f"github.com/google/XNNPACK@{rev}"})
-    # the whole table-lookup GEMM per token and group of 4 weights: N / 32 lookup iterations of 2 groups each, plus
-    # one table (the build loop makes 16); weight transposition and the epilogue stay outside (O(N K) and O(M N))
+    # the whole table-lookup GEMM per token and group of 4 weights: 4 N MAC in the lookup loop plus one table
+    # (weight arrangement, codes and the epilogue stay outside: O(N K), O(M K) and O(M N))
     for model in MODELS:
         look = next((r for r in rows if r["model"] == model and r["kernel"] == OURS[0]["name"]), None)
         build = next((r for r in rows if r["model"] == model and r["kernel"] == OURS[1]["name"]), None)
         if look and build:
-            groups_per_lookup_iter = look["macs_per_iter"] / (4 * look["rows_per_iter"])
-            cyc = (AMORTISE_N / look["rows_per_iter"] * look["cycles_per_iter"] / groups_per_lookup_iter
-                   + build["cycles_per_iter"] / build["groups_per_iter"])
+            cyc = 4 * AMORTISE_N / look["mac_per_cycle"] + build["cycles_per_iter"] / build["groups_per_iter"]
             rows.append({"kernel": f"ours W1A4 lookups + table build, N = {AMORTISE_N}", "model": model,
                          "mcpu": look["mcpu"], "instructions": 0, "macs_per_iter": 4 * AMORTISE_N,
                          "cycles_per_iter": cyc, "mac_per_cycle": 4 * AMORTISE_N / cyc,
@@ -212,12 +217,23 @@ def main(argv=None):
 # follow from the code: lut_dots_neon's loop handles one weight byte (2 groups of 4 weights) of 32 rows for one
 # token = 256 MAC; the table build handles 16 groups of one token and performs no MAC itself.
 AMORTISE_N = 384  # MiniLM-L6 hidden size: the N of the Q/K/V/O and FFN-output layers of a half-width member
+# MACs per loop iteration follow from the instruction mix, so the figures survive kernel rewrites: one 16-byte
+# tbl looks up 16 rows x one group of 4 weights for one token (64 MAC); SMULL/SMLAL (8 bytes) 8 int8 MAC, their
+# "2" forms too; SDOT (16 bytes) 16 MAC. The table build (GCC vectorises it: ld4 de-interleaves 16 groups of 4
+# activations) performs no MAC; it is amortised over the N rows that use each table.
+MAC_PER_INSN = {"tbl": 64, "smull": 8, "smull2": 8, "smlal": 8, "smlal2": 8, "sdot": 16}
 OURS = [
-    {"name": "ours W1A4 lut_dots_neon (tbl, 32 rows x 1 token)", "function": r"_ZN6bebert13lut_dots_neon\S*",
-     "marker": "tbl", "macs": 256, "rows": 32, "note": "lookup loop only"},
-    {"name": "ours table build lut_tables_scalar (GCC-vectorised, 16 groups)", "function": r"_ZN6bebert17lut_tables_scalar\S*",
-     "marker": "ld4", "macs": 0, "groups": 16, "note": "per token: 16 groups of 4 activations -> 16 tables"},
+    {"name": "ours W1A4 lookup loop (lut_dots_neon, tbl)", "function": r"_ZN6bebert\S*lut_dots_neon\S*",
+     "marker": "tbl", "note": "lookup loop only"},
+    {"name": "ours table build (lut_tables_scalar, GCC-vectorised)",
+     "function": r"_ZN6bebert\S*lut_(?:tables_scalar|row_tables_neon)\S*", "marker": "ld4", "table": True,
+     "note": "per token: groups of 4 activations -> 16-entry tables"},
 ]
+
+
+def macs_of(body: list[str]) -> int:
+    return sum(MAC_PER_INSN.get(s.split()[0].lower(), 0) for s in body)
+
 
 if __name__ == "__main__":
     main()

@@ -107,7 +107,7 @@ def run_seed(a, seed: int) -> None:
         wall = time.time() - t0
         outputs = member_outputs(ck, a.data_dir, a.xdomain, device)
         _write_json(res_file, {"run": name, "mode": mode, "seed": seed, "config": cfg.to_dict(), "summary": summary,
-                               "wall_s": wall, "side_by_side": a.parallel > 1, "threads": torch.get_num_threads(),
+                               "wall_s": wall, "side_by_side": a.side_by_side, "threads": torch.get_num_threads(),
                                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
                                **outputs})
         print(f"[{name}] done in {wall:.0f}s: ensemble dev {summary['ensemble_dev']}", flush=True)
@@ -135,15 +135,17 @@ def main(argv=None):
     ap.add_argument("--deadline-s", type=float, default=None, help="start no new run after this many seconds")
     ap.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)  # absolute, for the children
     ap.add_argument("--parallel", type=int, default=1)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     a.deadline = a.deadline or (time.time() + a.deadline_s if a.deadline_s else float("inf"))
     seeds = [int(s) for s in a.seeds.split(",")]
+    a.side_by_side = a.child  # only the children of a --parallel run share the machine
     Path(a.out).mkdir(parents=True, exist_ok=True)
     if a.parallel > 1 and len(seeds) > 1:
         procs = []
         for s in seeds:
             args = [x for x in (argv if argv is not None else sys.argv[1:])]
-            cmd = [sys.executable, __file__, *args, "--seeds", str(s), "--parallel", str(a.parallel), "--deadline", str(a.deadline)]
+            cmd = [sys.executable, __file__, *args, "--seeds", str(s), "--parallel", "1", "--child", "--deadline", str(a.deadline)]
             log = open(Path(a.out) / f"seed{s}.log", "w")
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_MININTERVAL": "30"}))
         sys.exit(max(p.wait() for p in procs))

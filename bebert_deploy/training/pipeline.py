@@ -290,7 +290,7 @@ def train_bebert(cfg: TrainConfig, out_dir: str | Path) -> dict:
     run.kd_loss()  # validates the member type against the KD mode before any member trains
     make = _independent_members if cfg.ensemble == "independent" else _boosted_members
     members, alphas, infos, vote = make(run)
-    ens = BebertEnsemble(members, alphas, vote)
+    ens = BebertEnsemble(members, alphas, vote).to(run.device)
     run.summary["ensemble_dev"] = evaluate_logits(task, _ensemble_probs(ens, run.dev), run.dev.labels.numpy())
     if is_main():
         save_checkpoint(out_dir, [m.cpu() for m in members], alphas, task, cfg.max_len, run.base, vote=vote,

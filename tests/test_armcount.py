@@ -67,3 +67,19 @@ def test_plugin_counts_a_tiny_program_exactly(tmp_path):
             got[(iters, cpu)] = runs[0]
     # the load / per-inference separation of arm_count.py relies on counts being additive like this
     assert got[(100000, "cortex-a72")] - got[(1000, "cortex-a72")] == 2 * 99000
+
+
+@pytest.mark.arm
+def test_neon_kernels_match_scalar_at_model_shapes(tmp_path):
+    """scripts/armcount/kernel_count.cc check: the NEON kernels equal the scalar ones bit for bit at M = 128 tokens
+    (the kernel unit test stops at a few tokens, and the NEON lookup loop handles tokens in groups)."""
+    why = _missing()
+    if why:
+        if os.environ.get("BEBERT_REQUIRE_ARM") == "1":
+            pytest.fail(f"aarch64 kernel check required but unavailable: {why}")
+        pytest.skip(why)
+    exe = _arm_count().build_kernel_count(ROOT / "runtime/kernels", tmp_path)
+    res = subprocess.run(["qemu-aarch64", "-cpu", "cortex-a72", str(exe), "check"], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert " 0 mismatches" in res.stdout

@@ -3,7 +3,8 @@
 cost figures without a board (qemu's timings mean nothing; its instruction counts are exact and deterministic).
 
     python scripts/arm_count.py [--make-exports DIR --seq-len 128] [--models DIR_OR_FILES...]
-        [--cpus cortex-a72,cortex-a76] [--runs 2] [--repeat 1] [--jobs 2] [--out results/arm/counts]
+        [--cpus cortex-a72,cortex-a76] [--runs 2] [--repeat 1] [--jobs 2] [--kernels [KERNEL_DIR]]
+        [--out results/arm/counts]
 
 Per export and CPU model, the aarch64 Python of scripts/pi-emulated.sh (Debian's python3.11, the aarch64
 onnxruntime / ai-edge-litert wheels, our NEON op libraries cross-compiled) loads the file with Session(threads=1)
@@ -18,12 +19,14 @@ sdot, `cortex-a76` has it; XNNPACK and ONNX Runtime read those features from the
 micro-architecture from the /proc/cpuinfo we bind-mount). Needs root (unshare, mount), qemu-user,
 g++-12-aarch64-linux-gnu and gcc. Determinism: ASLR off (setarch -R), PYTHONHASHSEED=0, clean environment,
 bytecode precompiled and never written, one thread; --repeat 2 measures the spread.
+
+--kernels adds the kernels alone (scripts/armcount/kernel_count.cc, static, no root needed): NEON against scalar bit
+for bit at M = 128, then the instructions of one binary_linear call per MiniLM-L6 half-width layer shape.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -35,7 +38,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent / "armcount"
-CACHE = Path(os.environ.get("BEBERT_PI_CACHE", Path.home() / ".cache/bebert-deploy/pi-emulated"))
 
 # /proc/cpuinfo text per qemu CPU model. onnxruntime and XNNPACK (pytorch/cpuinfo) read the micro-architecture
 # from "CPU part" (0xd08 Cortex-A72, 0xd0b Cortex-A76) and crash on the host's x86 text; instruction-set

@@ -136,3 +136,16 @@ def test_independent_members_train_and_vote_equally(tmp_path, tiny_base, tiny_da
     assert steps["after"] and all(v > 0 for v in steps["after"].values())
     man = read_manifest(tmp_path / "ck")
     assert [m.alpha for m in man.members] == [1.0, 1.0] and man.vote == "soft"
+
+
+def test_trimmed_padding_leaves_full_precision_logits_unchanged(tiny_base, tiny_data):
+    from bebert_deploy.config import TrainConfig
+    from bebert_deploy.data.tasks import get_task
+    from bebert_deploy.tokenizer import load_tokenizer
+    from bebert_deploy.training.pipeline import build_fp_model, load_split, predict_logits
+
+    task = get_task("rotten-tomatoes")
+    data = load_split(TrainConfig(data_dir=str(tiny_data), max_len=32), task, "dev", load_tokenizer(tiny_base), None)
+    assert int(data.attention_mask.sum(1).max()) < 32  # the rows are padded
+    model = build_fp_model(tiny_base, task)
+    np.testing.assert_allclose(predict_logits(model, data, 8, trim=True), predict_logits(model, data, 8), atol=1e-5)

@@ -90,14 +90,16 @@ def model_device(model) -> torch.device:
 
 
 @torch.no_grad()
-def predict_logits(model, data: TensorData, batch_size: int = 64, **kw) -> np.ndarray:
-    """Logits float32 [n, K] of ``model`` in eval mode (restores its train/eval mode afterwards)."""
+def predict_logits(model, data: TensorData, batch_size: int = 64, trim: bool = False, **kw) -> np.ndarray:
+    """Logits float32 [n, K] of ``model`` in eval mode (restores its train/eval mode afterwards). ``trim`` drops
+    all-padding columns per batch: exact for full-precision models only (an asymmetric activation quantizer's
+    minimum sees the padded positions, so quantized members are evaluated at the padded length they deploy with)."""
     was = model.training
     model.eval()
     device = model_device(model)
     out = []
     for s in range(0, len(data), batch_size):
-        b = data.batch(slice(s, s + batch_size), device)
+        b = data.batch(slice(s, s + batch_size), device, trim=trim)
         out.append(model(b["input_ids"], b["attention_mask"], b["token_type_ids"], **kw).float().cpu())
     model.train(was)
     return torch.cat(out).numpy()

@@ -156,7 +156,7 @@ def _train_teacher(run: _Run) -> None:
         p.requires_grad_(False)
     run.teacher = teacher
     t0 = time.perf_counter()
-    run.teacher_logits = torch.from_numpy(predict_logits(teacher, run.train_all, 256))
+    run.teacher_logits = torch.from_numpy(predict_logits(teacher, run.train_all, 256, trim=True))
     run.summary["stages"]["teacher_logits"] = {"seconds": time.perf_counter() - t0, "rows": len(run.train_all)}
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelError
+
 METADATA_NAME = "bebert"  # name of the metadata entry holding our JSON
 
 
@@ -38,10 +40,10 @@ def numpy_dtypes() -> dict[int, np.dtype]:
             t.UINT8: np.dtype(np.uint8), t.INT8: np.dtype(np.int8), t.BOOL: np.dtype(np.bool_)}
 
 
-def _np_dtype(tensor_type: int) -> np.dtype:
+def _np_dtype(tensor_type: int, path: Path) -> np.dtype:
     table = numpy_dtypes()
     if tensor_type not in table:
-        raise ValueError(f"unsupported signature tensor type {tensor_type}")
+        raise ModelError(f"{path}: unsupported signature tensor type {tensor_type}")
     return table[tensor_type]
 
 
@@ -54,10 +56,10 @@ def read_tflite(path: str | Path) -> TfliteInfo:
         try:
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except ValueError:
-            raise ValueError(f"{path.name}: empty file, not a TFLite model") from None
+            raise ModelError(f"{path}: empty file, not a TFLite model") from None
     try:
         if len(buf) < 8 or buf[4:8] != b"TFL3":
-            raise ValueError(f"{path.name}: not a TFLite flatbuffer (no TFL3 identifier)")
+            raise ModelError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
         try:
             model = tfl.Model.GetRootAs(buf, 0)
             meta = {}
@@ -65,23 +67,25 @@ def read_tflite(path: str | Path) -> TfliteInfo:
                 md = model.Metadata(i)
                 if md.Name() and md.Name().decode() == METADATA_NAME:
                     meta = json.loads(model.Buffers(md.Buffer()).DataAsNumpy().tobytes().decode())
+            if not isinstance(meta, dict):
+                raise ModelError(f"{path}: the '{METADATA_NAME}' metadata is not a JSON object")
             sg = model.Subgraphs(0)
             if model.SignatureDefsLength() == 0:
-                raise ValueError(f"{path.name}: the model has no signature (export it with bebert-deploy)")
+                raise ModelError(f"{path}: the model has no signature (export it with bebert-deploy)")
             sig = model.SignatureDefs(0)
 
             def info(tmap):
                 t = sg.Tensors(tmap.TensorIndex())
-                return TensorInfo(tmap.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()), _np_dtype(t.Type()))
+                return TensorInfo(tmap.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()), _np_dtype(t.Type(), path))
 
             ins = [info(sig.Inputs(i)) for i in range(sig.InputsLength())]
             outs = [info(sig.Outputs(i)) for i in range(sig.OutputsLength())]
             customs = sorted({model.OperatorCodes(i).CustomCode().decode() for i in range(model.OperatorCodesLength())
                               if model.OperatorCodes(i).CustomCode()})
-        except ValueError:
+        except ModelError:
             raise
-        except Exception as e:  # a truncated or corrupt flatbuffer raises struct/index errors
-            raise ValueError(f"{path.name}: corrupt TFLite flatbuffer ({type(e).__name__})") from None
+        except Exception as e:  # a truncated or corrupt flatbuffer raises struct/index/unicode/json errors
+            raise ModelError(f"{path}: corrupt TFLite flatbuffer ({type(e).__name__})") from None
         return TfliteInfo(meta, ins, outs, customs)
     finally:
         buf.close()

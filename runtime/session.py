@@ -3,6 +3,10 @@ and onnxruntime / ai-edge-litert only: no torch, no tensorflow, so it runs on a 
 
 Every failure to load or run a model raises :class:`ModelError` (runtime/errors.py) with one line that starts
 with the model's path; a model whose ``probs`` or ``logits_<i>`` hold NaN or inf gives that error, never a label.
+
+The runtime package is a leaf: from the rest of bebert_deploy it imports only the torch-free core modules
+``bebert_deploy.env``, ``.io``, ``.tokenizer``, ``.data.metrics`` and ``.data.tasks`` (which need only numpy and
+tokenizers); tests/test_leaf.py enforces this. The op contract of the native libraries is runtime/OPS.md.
 """
 from __future__ import annotations
 

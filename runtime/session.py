@@ -43,8 +43,9 @@ class Session:
 
     Session(path, threads=2) loads a .onnx file (with our op library registered) or a .tflite file (custom-op
     files run in LiteRT's compiled model with our kernels, stock files in the TFLite interpreter; TFLite files
-    have a fixed [1, L] shape, so rows are run one by one, padded to L). Loading ends with one warm-up run on a
-    [1, max_len] input, so a file whose custom nodes have bad attributes or constants fails here, naming the node.
+    have a fixed [1, L] shape, so rows are run one by one, padded to L). Loading a model with the three BERT
+    inputs ends with one warm-up run on a [1, max_len] input, so a file whose custom nodes have bad attributes or
+    constants fails here, naming the node.
     ``predict(texts)`` returns (labels list[str], probs float32 [n, K]); ``run(feed)`` takes the three int64
     [batch, seq] inputs and returns {output name: array}. Failures raise ModelError.
     """
@@ -64,7 +65,8 @@ class Session:
             raise ModelError(f"{self.path}: unsupported model format {suffix!r} (expected .onnx or .tflite)")
         self._read_metadata()
         self._tok = None
-        self._warm_up()
+        if sorted(self.input_names) == sorted(INPUT_NAMES):  # a BERT export (not, e.g., a one-op test graph)
+            self._warm_up()
 
     def _error(self, msg: str) -> ModelError:
         return ModelError(f"{self.path}: {msg}")
@@ -115,6 +117,7 @@ class Session:
             self._sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
             self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
             self.output_names = [o.name for o in self._sess.get_outputs()]
+            self.input_names = [i.name for i in self._sess.get_inputs()]
         except Exception as e:  # ORT raises its own exception types (not subclasses of ValueError/RuntimeError)
             raise self._error(f"ONNX Runtime cannot load the model: {_ort_message(e)}") from None
 
@@ -145,6 +148,7 @@ class Session:
         self._litert = runner
         self.isa = runner.isa
         self.output_names = [t.name for t in info.outputs]
+        self.input_names = [t.name for t in info.inputs]
         L = info.inputs[0].shape[1]
 
         def run(feed):

@@ -76,15 +76,19 @@ def _onnx_edit(fn: Callable) -> Callable[[bytes], bytes]:
     return edit
 
 
+def _set_field(items, key: str, key_field: str, value_field: str, value, what: str) -> None:
+    """Sets ``value_field`` of the item whose ``key_field`` is ``key`` (ONNX attributes, metadata entries)."""
+    item = next((x for x in items if getattr(x, key_field) == key), None)
+    if item is None:
+        raise AssertionError(f"{what} has no {key}")
+    setattr(item, value_field, value)
+
+
 def set_attr(op_type: str, attr: str, value: int):
     """Sets an int attribute of the first node of ``op_type``."""
     def fn(m):
         node = next(n for n in m.graph.node if n.op_type == op_type)
-        for a in node.attribute:
-            if a.name == attr:
-                a.i = value
-                return
-        raise AssertionError(f"{op_type} has no attribute {attr}")
+        _set_field(node.attribute, attr, "name", "i", value, op_type)
     return _onnx_edit(fn)
 
 
@@ -100,13 +104,7 @@ def onnx_init(name: str, change: Callable[[np.ndarray], np.ndarray]):
 
 
 def onnx_meta(key: str, value: str):
-    def fn(m):
-        for p in m.metadata_props:
-            if p.key == key:
-                p.value = value
-                return
-        raise AssertionError(f"no metadata {key}")
-    return _onnx_edit(fn)
+    return _onnx_edit(lambda m: _set_field(m.metadata_props, key, "key", "value", value, "the metadata"))
 
 
 # ---- TFLite edits ---------------------------------------------------------------------------------------------

@@ -103,15 +103,15 @@ inline std::string check_linear(const Tensor& x, const Tensor& w, const Tensor& 
   if (S < 1 || S > 2) return "w must hold S = 1 or 2 parts, got w " + dims_str(w.dims);
   if (N < 1) return "w must have N >= 1 rows, got w " + dims_str(w.dims);
   if (w.dims[2] != row_bytes(static_cast<int>(K)))
-    return "w rows have " + std::to_string(w.dims[2]) + " bytes, expected " + std::to_string(row_bytes(static_cast<int>(K))) +
+    return "shape mismatch: w rows have " + std::to_string(w.dims[2]) + " bytes, expected " + std::to_string(row_bytes(static_cast<int>(K))) +
            " for K=" + std::to_string(K);
   const std::vector<int64_t> want_alpha{S, N}, want_bias{N}, want_steps{S};
   if (alpha.type != DType::kF32 || alpha.dims != want_alpha)
-    return "alpha must be float32 [S, N] = " + dims_str(want_alpha) + ", got " + dims_str(alpha.dims);
+    return "shape mismatch: alpha must be float32 [S, N] = " + dims_str(want_alpha) + ", got " + dims_str(alpha.dims);
   if (bias.data && (bias.type != DType::kF32 || bias.dims != want_bias))
-    return "bias must be float32 [N] = " + dims_str(want_bias) + ", got " + dims_str(bias.dims);
+    return "shape mismatch: bias must be float32 [N] = " + dims_str(want_bias) + ", got " + dims_str(bias.dims);
   if (steps.type != DType::kF32 || steps.dims != want_steps)
-    return "steps must be float32 [S] = " + dims_str(want_steps) + ", got " + dims_str(steps.dims);
+    return "shape mismatch: steps must be float32 [S] = " + dims_str(want_steps) + ", got " + dims_str(steps.dims);
   const int64_t M = nx / K;
   if (M * N > INT32_MAX) return "output [" + std::to_string(M) + ", " + std::to_string(N) + "] is too large";
   if (!x.data || !w.data || !alpha.data || !steps.data) return "an input has no data";
@@ -183,17 +183,17 @@ inline std::string check_embedding(const Tensor& ids, const Tensor& table, const
   const int64_t S = table.dims[0], V = table.dims[1];
   if (S < 1 || V < 1) return "table must hold S >= 1 parts of V >= 1 rows, got " + dims_str(table.dims);
   if (table.dims[2] != row_bytes(static_cast<int>(dim)))
-    return "table rows have " + std::to_string(table.dims[2]) + " bytes, expected " +
+    return "shape mismatch: table rows have " + std::to_string(table.dims[2]) + " bytes, expected " +
            std::to_string(row_bytes(static_cast<int>(dim))) + " for D=" + std::to_string(dim);
   const std::vector<int64_t> want_scales{S, V};
   if (scales.type != DType::kF32 || scales.dims != want_scales)
-    return "scales must be float32 [S, V] = " + dims_str(want_scales) + ", got " + dims_str(scales.dims);
+    return "shape mismatch: scales must be float32 [S, V] = " + dims_str(want_scales) + ", got " + dims_str(scales.dims);
   if (n * dim > INT32_MAX) return "output is too large";
   int64_t L = 0;
   if (base) {
     L = base->dims[0];
     if (ids.dims.empty() || ids.dims.back() != L)
-      return "ids " + dims_str(ids.dims) + " must end in L = " + std::to_string(L) + " (the rows of base)";
+      return "shape mismatch: ids " + dims_str(ids.dims) + " must end in L = " + std::to_string(L) + " (the rows of base)";
   }
   if ((n && !ids.data) || !table.data || !scales.data || (base && !base->data)) return "an input has no data";
   if (!all_finite(static_cast<const float*>(scales.data), S * V)) return "scales holds NaN or inf";

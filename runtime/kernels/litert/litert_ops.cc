@@ -110,9 +110,9 @@ int run_linear(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* 
   bebert::ops::LinearPlan plan;
   std::string err = bebert::ops::check_linear(tx, tw, ta, tb, ts, {prm[1], prm[2], prm[3]}, &plan);
   if (err.empty() && prm[0] != plan.K)
-    err = "params say K=" + std::to_string(prm[0]) + " but x has K=" + std::to_string(plan.K);
+    err = "shape mismatch: params say K=" + std::to_string(prm[0]) + " but x has K=" + std::to_string(plan.K);
   if (err.empty() && (ty.type != DType::kF32 || ty.dims != plan.out_dims))
-    err = "output y must be float32 " + bebert::ops::dims_str(plan.out_dims) + ", got " + bebert::ops::dims_str(ty.dims);
+    err = "shape mismatch: output y must be float32 " + bebert::ops::dims_str(plan.out_dims) + ", got " + bebert::ops::dims_str(ty.dims);
   if (err.empty()) err = bebert::ops::run_linear(plan, tx, tw, ta, tb, static_cast<float*>(y.data), s->threads);
   if (!err.empty()) return s->fail(op + err), kErrorRuntimeFailure;
   return kOk;
@@ -132,7 +132,7 @@ int run_embedding(Session* s, size_t n_in, const Handle* in, size_t n_out, Handl
   bebert::ops::EmbeddingPlan plan;
   std::string err = bebert::ops::check_embedding(tids, tt, tsc, &tbase, 0, &plan);
   if (err.empty() && (ty.type != DType::kF32 || ty.dims != plan.out_dims))
-    err = "output must be float32 " + bebert::ops::dims_str(plan.out_dims) + ", got " + bebert::ops::dims_str(ty.dims);
+    err = "shape mismatch: output must be float32 " + bebert::ops::dims_str(plan.out_dims) + ", got " + bebert::ops::dims_str(ty.dims);
   if (!err.empty()) return s->fail(op + err), kErrorRuntimeFailure;
   bebert::ops::run_embedding(plan, tids, tt, tsc, &tbase, static_cast<float*>(y.data));
   return kOk;

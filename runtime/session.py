@@ -108,7 +108,10 @@ class Session:
         so.log_severity_level = 4
         # Our op library is always registered (registration is cheap): any file of ours may use the `bebert` domain.
         lib = ort_ops_library()
-        so.register_custom_ops_library(str(lib))
+        try:
+            so.register_custom_ops_library(str(lib))
+        except Exception as e:  # e.g. an onnxruntime older than the op library needs (ort_ops.cc: RegisterCustomOps)
+            raise RuntimeError(f"cannot register the bebert op library with ONNX Runtime: {_ort_message(e)}") from None
         handle = ctypes.CDLL(str(lib))  # the handle ORT dlopened: sets the thread count our kernels use
         handle.bebert_set_threads(ctypes.c_int(self.threads))
         handle.bebert_isa.restype = ctypes.c_char_p

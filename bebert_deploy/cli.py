@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
 
+# ValueError includes the runtime's ModelError (a model file that cannot be loaded or run: "error: FILE: ...").
 EXPECTED_ERRORS = (FileNotFoundError, ValueError, RuntimeError, KeyError, OSError)
 
 
 def friendly(fn):
-    """Run a command; expected errors become one line on stderr and exit status 1."""
+    """Run a command; errors become one line on stderr and exit status 1. Anything else a native library or a bug
+    raises is still one line (with its type) rather than a traceback; BEBERT_DEBUG=1 re-raises it."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         try:
@@ -26,6 +29,12 @@ def friendly(fn):
         except EXPECTED_ERRORS as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             click.echo(f"error: {msg}", err=True)
+            sys.exit(1)
+        except Exception as e:
+            if os.environ.get("BEBERT_DEBUG") == "1":
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            click.echo(f"error: unexpected {type(e).__name__}: {msg} (BEBERT_DEBUG=1 shows the traceback)", err=True)
             sys.exit(1)
     return wrapper
 
@@ -211,7 +220,7 @@ def export(checkpoint, target, precision, ops, members, seq_len, out_path):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (label and probabilities per text).")
 @friendly
 def predict(model, texts, threads, as_json):
-    """Classify TEXTS with an exported MODEL (.onnx); no torch needed."""
+    """Classify TEXTS with an exported MODEL (.onnx or .tflite); no torch needed."""
     from bebert_deploy.runtime.session import Session
 
     sess = Session(model, threads=threads)

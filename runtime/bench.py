@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelError, one_line
 from .session import INPUT_NAMES
 
 
@@ -86,12 +87,18 @@ def _worker(path: str, threads: int, conn) -> None:
             else:
                 conn.send(("ok", None))
                 return
+    except ModelError as e:  # already one line naming the file
+        conn.send(("error", str(e)))
     except Exception as e:  # report to the parent instead of dying silently
-        conn.send(("error", f"{Path(path).name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"))
+        conn.send(("error", f"{path}: {one_line(e)}"))
 
 
 class Worker:
+    """One model in its own spawned process; ``call`` raises ModelError with the worker's one-line message, also
+    when the worker dies (e.g. killed by a signal inside a native library)."""
+
     def __init__(self, path: str, threads: int):
+        self.path = path
         ctx = mp.get_context("spawn")
         if os.environ.get("BEBERT_WORKER_PYTHON"):  # e.g. a qemu-aarch64 wrapper (scripts/pi-emulated.sh)
             ctx.set_executable(os.environ["BEBERT_WORKER_PYTHON"])
@@ -100,14 +107,24 @@ class Worker:
         self.proc.start()
         self.info = self._recv()
 
+    def _died(self) -> ModelError:
+        self.proc.join(timeout=10)
+        return ModelError(f"{self.path}: the benchmark worker died (exit code {self.proc.exitcode})")
+
     def _recv(self):
-        status, val = self.conn.recv()
+        try:
+            status, val = self.conn.recv()
+        except (EOFError, OSError):
+            raise self._died() from None
         if status != "ok":
-            raise RuntimeError(val)
+            raise ModelError(val)
         return val
 
     def call(self, cmd, arg=None):
-        self.conn.send((cmd, arg))
+        try:
+            self.conn.send((cmd, arg))
+        except OSError:  # BrokenPipeError: the worker is gone
+            raise self._died() from None
         return self._recv()
 
     def close(self):
@@ -187,7 +204,7 @@ def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progres
             ex = read_tsv(cfg.data, get_task(task_name), cfg.data_limit)
             for i, w in enumerate(tqdm(workers, desc="accuracy", disable=not progress, leave=False)):
                 acc[i] = _metrics(w.info["task"], w.call("predict", (ex.text_a, ex.text_b)), ex.labels)
-        elif baseline:  # no labelled data: agreement with the baseline's argmax on random token sequences
+        elif baseline:  # no labelled data: agreement with the baseline's argmax on the benchmark paragraph
             agree_feed = _feed(paths[0], cfg.seq_len, 8)  # small: every worker holds its model in memory at once
             preds = [np.asarray(w.call("probs", agree_feed)).argmax(-1) for w in workers]
             acc = [{"agreement_with_baseline": float(np.mean(p == preds[0]))} for p in preds]

@@ -12,19 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelError, one_line
+from .native import litert_ops_library
 from .tflite_file import TensorInfo
 
 # ai-edge-litert versions whose libLiteRt.so ABI (custom-op kernel struct, 68-byte layouts, lock modes, the CPU
 # options payload) was checked against runtime/kernels/litert/litert_ops.cc.
 SUPPORTED_LITERT = ("2.3.0",)
 OUR_OPS = ("BebertBinaryEmbedding", "BebertBinaryFC")
-
-
-def litert_ops_library() -> Path:
-    """Path of our LiteRT op library (runtime/kernels/litert)."""
-    from .session import native_library
-
-    return native_library("_litert_ops", "LiteRT op")
 
 
 def litert_library() -> Path:
@@ -68,9 +63,24 @@ def _last_error(lines: list[str]) -> str:
     return f"; LiteRT said: {errs[-1][:200]}" if errs else ""
 
 
+def verify_flatbuffer(path: Path) -> None:
+    """Raises ModelError unless ``path`` passes the TFLite interpreter's flatbuffer verifier and graph builder
+    (offsets in bounds, tensor / buffer / opcode indices valid). LiteRT's LiteRtCreateModelFromFile does not
+    verify: a bit-flipped file can crash it (SIGSEGV, seen with ai-edge-litert 2.3.0). Building the interpreter
+    without delegates allocates nothing and takes about a millisecond; custom ops are only looked up later."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    try:
+        Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    except Exception as e:  # ValueError "The model is not a valid Flatbuffer buffer" and the builder's errors
+        raise ModelError(f"{path}: LiteRT cannot run the model: {one_line(e)}") from None
+
+
 class LiteRtCustomRunner:
     """A compiled LiteRT model with our custom ops. ``run(arrays)`` takes the signature inputs in order and
-    returns the outputs in order (numpy arrays of the signature shapes)."""
+    returns the outputs in order (numpy arrays of the signature shapes). Load and run failures (our kernels'
+    argument checks included: LiteRT ignores their status, so the library keeps its own error flag) raise
+    ModelError."""
 
     def __init__(self, path: Path, threads: int, inputs: list[TensorInfo], outputs: list[TensorInfo]):
         self.lib = ctypes.CDLL(str(litert_ops_library()))
@@ -87,21 +97,22 @@ class LiteRtCustomRunner:
         L.bebert_litert_close.argtypes = [ctypes.c_void_p]
         L.bebert_litert_isa.restype = ctypes.c_char_p
         self.isa = L.bebert_litert_isa().decode()
-        self.inputs, self.outputs = inputs, outputs
+        self.path, self.inputs, self.outputs = path, inputs, outputs
         err = ctypes.create_string_buffer(512)
         h = ctypes.c_void_p()
         lib = str(litert_library()).encode()
         with captured_stderr() as log:
+            verify_flatbuffer(path)
             failed = L.bebert_litert_open(lib, str(path).encode(), int(threads), ctypes.byref(h), err, 512)
         if failed:
-            raise ValueError(f"{path.name}: LiteRT cannot run the model ({err.value.decode(errors='replace')}"
-                             f"{_last_error(log)})")
+            raise ModelError(f"{path}: LiteRT cannot run the model: {err.value.decode(errors='replace')}"
+                             f"{_last_error(log)}")
         self._h = h
         for i, t in enumerate(inputs):
             want = int(np.prod(t.shape)) * t.dtype.itemsize
             if L.bebert_litert_io_bytes(h, 1, i) != want:
                 self.close()
-                raise ValueError(f"{path.name}: LiteRT's buffer for input {t.name} has an unexpected size")
+                raise ModelError(f"{path}: LiteRT's buffer for input {t.name} has an unexpected size")
         self._out = [np.empty(t.shape, t.dtype) for t in outputs]
         self._out_ptrs = (ctypes.c_void_p * len(outputs))(*[a.ctypes.data for a in self._out])
         self._err = err
@@ -110,7 +121,7 @@ class LiteRtCustomRunner:
         ins = [np.ascontiguousarray(a, t.dtype).reshape(t.shape) for a, t in zip(arrays, self.inputs)]
         ptrs = (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
         if self.lib.bebert_litert_run(self._h, ptrs, self._out_ptrs, self._err, 512):
-            raise RuntimeError(f"LiteRT run failed: {self._err.value.decode(errors='replace')}")
+            raise ModelError(f"{self.path}: LiteRT run failed: {self._err.value.decode(errors='replace')}")
         return [a.copy() for a in self._out]
 
     def close(self):
@@ -127,7 +138,8 @@ class LiteRtCustomRunner:
 
 
 class LiteRtInterpreterRunner:
-    """A stock-ops .tflite file in ai-edge-litert's Interpreter (XNNPACK on ``threads`` threads)."""
+    """A stock-ops .tflite file in ai-edge-litert's Interpreter (XNNPACK on ``threads`` threads); failures raise
+    ModelError."""
 
     def __init__(self, path: Path, threads: int, inputs: list[TensorInfo], outputs: list[TensorInfo]):
         from ai_edge_litert.interpreter import Interpreter
@@ -138,10 +150,13 @@ class LiteRtInterpreterRunner:
                 self._runner = self._it.get_signature_runner("serving_default")
                 self._runner(**{t.name: np.zeros(t.shape, t.dtype) for t in inputs})  # delegate set-up logs here
         except Exception as e:  # the interpreter raises RuntimeError / ValueError with multi-line text
-            raise ValueError(f"{path.name}: the TFLite interpreter cannot load the model ({str(e).splitlines()[0]})") from None
-        self.inputs, self.outputs = inputs, outputs
+            raise ModelError(f"{path}: the TFLite interpreter cannot load the model: {one_line(e)}") from None
+        self.path, self.inputs, self.outputs = path, inputs, outputs
         self.isa = "xnnpack"
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        out = self._runner(**{t.name: np.ascontiguousarray(a, t.dtype).reshape(t.shape) for a, t in zip(arrays, self.inputs)})
-        return [out[t.name] for t in self.outputs]
+        try:
+            out = self._runner(**{t.name: np.ascontiguousarray(a, t.dtype).reshape(t.shape) for a, t in zip(arrays, self.inputs)})
+            return [out[t.name] for t in self.outputs]
+        except Exception as e:
+            raise ModelError(f"{self.path}: the TFLite interpreter failed to run the model: {one_line(e)}") from None

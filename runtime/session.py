@@ -1,32 +1,28 @@
 """Inference sessions for exported models (.onnx in ONNX Runtime, .tflite in LiteRT). Needs numpy, tokenizers
-and onnxruntime / ai-edge-litert only: no torch, no tensorflow, so it runs on a Raspberry Pi as is."""
+and onnxruntime / ai-edge-litert only: no torch, no tensorflow, so it runs on a Raspberry Pi as is.
+
+Every failure to load or run a model raises :class:`ModelError` (runtime/errors.py) with one line that starts
+with the model's path; a model whose ``probs`` or ``logits_<i>`` hold NaN or inf gives that error, never a label.
+
+The runtime package is a leaf: from the rest of bebert_deploy it imports only the torch-free core modules
+``bebert_deploy.env``, ``.io``, ``.tokenizer``, ``.data.metrics`` and ``.data.tasks`` (which need only numpy and
+tokenizers); tests/test_leaf.py enforces this. The op contract of the native libraries is runtime/OPS.md.
+"""
 from __future__ import annotations
 
 import ctypes
-import glob
 import json
-import os
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelError, one_line
+from .native import native_library, ort_ops_library  # noqa: F401  (re-exported: bench_kernels imports them here)
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def native_library(stem: str, what: str) -> Path:
-    """Path of one of our native libraries built by pip install (``stem`` e.g. '_ort_ops'), beside this file."""
-    here = Path(__file__).parent
-    found = sorted(glob.glob(str(here / f"{stem}*.so")))
-    if not found:
-        raise FileNotFoundError(f"the bebert {what} library is missing from {here}: reinstall bebert-deploy "
-                                "(pip install builds it; a C++ compiler is needed)")
-    return Path(found[0])
-
-
-def ort_ops_library() -> Path:
-    """Path of our native ONNX Runtime custom-op library."""
-    return native_library("_ort_ops", "ONNX Runtime op")
+MAX_SEQ_LEN = 8192  # a larger max_len in a file's metadata is corruption, not a model
 
 
 def find_tokenizer(model_path: Path) -> Path:
@@ -37,13 +33,21 @@ def find_tokenizer(model_path: Path) -> Path:
     raise FileNotFoundError(f"no tokenizer.json or vocab.txt beside {model_path}: pass tokenizer=DIR")
 
 
+def _ort_message(e: BaseException) -> str:
+    """ONNX Runtime's message without its '[ONNXRuntimeError] : 1 : FAIL : ' prefix."""
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", one_line(e))
+
+
 class Session:
     """Run an exported BEBERT / baseline model.
 
     Session(path, threads=2) loads a .onnx file (with our op library registered) or a .tflite file (custom-op
     files run in LiteRT's compiled model with our kernels, stock files in the TFLite interpreter; TFLite files
-    have a fixed [1, L] shape, so rows are run one by one, padded to L); ``predict(texts)`` returns (labels list[str], probs float32 [n, K]); ``run(feed)`` takes the
-    three int64 [batch, seq] inputs and returns {output name: array}.
+    have a fixed [1, L] shape, so rows are run one by one, padded to L). Loading a model with the three BERT
+    inputs ends with one warm-up run on a [1, max_len] input, so a file whose custom nodes have bad attributes or
+    constants fails here, naming the node.
+    ``predict(texts)`` returns (labels list[str], probs float32 [n, K]); ``run(feed)`` takes the three int64
+    [batch, seq] inputs and returns {output name: array}. Failures raise ModelError.
     """
 
     def __init__(self, model_path: str | Path, threads: int = 1, tokenizer: str | Path | None = None):
@@ -58,10 +62,38 @@ class Session:
         elif suffix == ".tflite":
             self._init_tflite()
         else:
-            raise ValueError(f"{self.path.name}: unsupported model format {suffix!r} (expected .onnx or .tflite)")
-        self.labels = json.loads(self.metadata.get("labels", "null"))
-        self.max_len = int(self.metadata.get("seq_len", self.metadata.get("max_len", 128)))
+            raise ModelError(f"{self.path}: unsupported model format {suffix!r} (expected .onnx or .tflite)")
+        self._read_metadata()
         self._tok = None
+        if sorted(self.input_names) == sorted(INPUT_NAMES):  # a BERT export (not, e.g., a one-op test graph)
+            self._warm_up()
+
+    def _error(self, msg: str) -> ModelError:
+        return ModelError(f"{self.path}: {msg}")
+
+    def _read_metadata(self):
+        try:
+            self.labels = json.loads(self.metadata.get("labels", "null"))
+            self.max_len = int(self.metadata.get("seq_len", self.metadata.get("max_len", 128)))
+        except (ValueError, TypeError) as e:
+            raise self._error(f"unreadable metadata ({one_line(e)})") from None
+        if self.labels is not None and (not isinstance(self.labels, list) or not all(isinstance(x, str) for x in self.labels)):
+            raise self._error(f"metadata labels must be a list of strings, got {self.labels!r:.80}")
+        if not 1 <= self.max_len <= MAX_SEQ_LEN:
+            raise self._error(f"metadata max_len {self.max_len} is outside 1..{MAX_SEQ_LEN}")
+
+    def _warm_up(self):
+        """One run on a [1, max_len] input of token 0 (every custom node executes and checks its constants) that
+        must give finite outputs with one column per label."""
+        feed = {k: np.zeros((1, self.max_len), np.int64) for k in INPUT_NAMES}
+        feed["attention_mask"][:] = 1
+        out = self.run(feed)
+        if "probs" not in out:
+            raise self._error(f"the model has no 'probs' output (outputs: {', '.join(out)})")
+        p = out["probs"]
+        if p.ndim != 2 or p.shape[0] != 1 or (self.labels is not None and p.shape[1] != len(self.labels)):
+            raise self._error(f"'probs' has shape {list(p.shape)} for {self.labels and len(self.labels)} labels; "
+                              "expected [batch, labels]")
 
     def _init_onnx(self):
         import onnxruntime as ort
@@ -69,24 +101,36 @@ class Session:
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
-        # ORT's pool threads spin after each op by default; our kernels run their own OpenMP team between ORT
-        # ops, so spinning ORT threads would steal the cores our kernels need.
+        # ORT's pool threads spin after each op by default; our kernels run their own worker pool between ORT
+        # ops (runtime/kernels/core/thread_pool.cc), so spinning ORT threads would steal the cores it needs.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.log_severity_level = 3
+        # Fatal only: errors reach the caller as one ModelError line instead of ORT's own stderr log lines.
+        so.log_severity_level = 4
         # Our op library is always registered (registration is cheap): any file of ours may use the `bebert` domain.
         lib = ort_ops_library()
-        so.register_custom_ops_library(str(lib))
+        try:
+            so.register_custom_ops_library(str(lib))
+        except Exception as e:  # e.g. an onnxruntime older than the op library needs (ort_ops.cc: RegisterCustomOps)
+            raise RuntimeError(f"cannot register the bebert op library with ONNX Runtime: {_ort_message(e)}") from None
         handle = ctypes.CDLL(str(lib))  # the handle ORT dlopened: sets the thread count our kernels use
         handle.bebert_set_threads(ctypes.c_int(self.threads))
         handle.bebert_isa.restype = ctypes.c_char_p
         self.isa = handle.bebert_isa().decode()
         try:
             self._sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # ORT raises its own exception types
-            raise ValueError(f"{self.path.name}: ONNX Runtime cannot load the model ({str(e).splitlines()[0]})") from None
-        self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
-        self.output_names = [o.name for o in self._sess.get_outputs()]
-        self._run = lambda feed: dict(zip(self.output_names, self._sess.run(None, feed)))
+            self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
+            self.output_names = [o.name for o in self._sess.get_outputs()]
+            self.input_names = [i.name for i in self._sess.get_inputs()]
+        except Exception as e:  # ORT raises its own exception types (not subclasses of ValueError/RuntimeError)
+            raise self._error(f"ONNX Runtime cannot load the model: {_ort_message(e)}") from None
+
+        def run(feed):
+            try:
+                return dict(zip(self.output_names, self._sess.run(None, feed)))
+            except Exception as e:  # a kernel's error status or a failing builtin node
+                raise self._error(f"ONNX Runtime failed to run the model: {_ort_message(e)}") from None
+
+        self._run = run
 
     def _init_tflite(self):
         from .litert_session import OUR_OPS, LiteRtCustomRunner, LiteRtInterpreterRunner
@@ -96,21 +140,24 @@ class Session:
         self.metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.metadata.items()}
         unknown = [c for c in info.custom_ops if c not in OUR_OPS]
         if unknown:
-            raise ValueError(f"{self.path.name}: unsupported custom op(s) {', '.join(unknown)} (this runtime has "
-                             f"{', '.join(OUR_OPS)})")
+            raise self._error(f"unsupported custom op(s) {', '.join(unknown)} (this runtime has {', '.join(OUR_OPS)})")
         names = [t.name for t in info.inputs]
-        if sorted(names) != sorted(INPUT_NAMES) or any(len(t.shape) != 2 or t.shape[0] != 1 for t in info.inputs):
-            raise ValueError(f"{self.path.name}: expected inputs {', '.join(INPUT_NAMES)} of shape [1, L], got "
-                             f"{[(t.name, t.shape) for t in info.inputs]}")
+        if sorted(names) != sorted(INPUT_NAMES) or any(len(t.shape) != 2 or t.shape[0] != 1 for t in info.inputs) \
+                or len({t.shape for t in info.inputs}) != 1 or not 1 <= info.inputs[0].shape[1] <= MAX_SEQ_LEN:
+            raise self._error(f"expected inputs {', '.join(INPUT_NAMES)} of one shape [1, L], got "
+                              f"{[(t.name, t.shape) for t in info.inputs]}")
         runner_cls = LiteRtCustomRunner if info.custom_ops else LiteRtInterpreterRunner
         runner = runner_cls(self.path, self.threads, info.inputs, info.outputs)
         self._litert = runner
         self.isa = runner.isa
         self.output_names = [t.name for t in info.outputs]
+        self.input_names = [t.name for t in info.inputs]
         L = info.inputs[0].shape[1]
 
         def run(feed):
             n, seq = feed["input_ids"].shape
+            if seq > L:
+                raise self._error(f"sequence length {seq} exceeds the file's fixed length {L}")
             results = []
             for r in range(n):
                 row = []
@@ -145,7 +192,8 @@ class Session:
         return enc
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run on int64 [batch, seq] inputs; returns every graph output by name."""
+        """Run on int64 [batch, seq] inputs; returns every graph output by name (float32 arrays). Raises ModelError
+        when the runtime fails or ``probs`` / ``logits_<i>`` hold NaN or inf."""
         missing = [k for k in INPUT_NAMES if k not in feed]
         if missing:
             raise ValueError(f"missing model inputs: {', '.join(missing)}")
@@ -155,7 +203,12 @@ class Session:
         seq = next(iter(shapes))[1]
         if seq > self.max_len:
             raise ValueError(f"sequence length {seq} exceeds the model's max_len {self.max_len}")
-        return self._run({k: np.ascontiguousarray(feed[k], np.int64) for k in INPUT_NAMES})
+        out = self._run({k: np.ascontiguousarray(feed[k], np.int64) for k in INPUT_NAMES})
+        for name, arr in out.items():
+            if (name == "probs" or name.startswith("logits_")) and not np.all(np.isfinite(arr)):
+                raise self._error(f"output '{name}' holds NaN or inf: the model file is corrupt or was edited "
+                                  "(no answer given)")
+        return out
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32):
         """(labels, probs): predicted label strings and class probabilities float32 [n, K] (scores for regression)."""

@@ -3,11 +3,12 @@ bindings of ai-edge-litert; no TensorFlow, no interpreter. Written files come fr
 from __future__ import annotations
 
 import json
-import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .errors import ModelError
 
 METADATA_NAME = "bebert"  # name of the metadata entry holding our JSON
 
@@ -38,50 +39,72 @@ def numpy_dtypes() -> dict[int, np.dtype]:
             t.UINT8: np.dtype(np.uint8), t.INT8: np.dtype(np.int8), t.BOOL: np.dtype(np.bool_)}
 
 
-def _np_dtype(tensor_type: int) -> np.dtype:
+def _np_dtype(tensor_type: int, path: Path) -> np.dtype:
     table = numpy_dtypes()
     if tensor_type not in table:
-        raise ValueError(f"unsupported signature tensor type {tensor_type}")
+        raise ModelError(f"{path}: unsupported signature tensor type {tensor_type}")
     return table[tensor_type]
 
 
+def _check_float_constants(model, path: Path) -> None:
+    """Refuses a float32 constant holding NaN or inf. Stock kernels turn such values into plausible finite outputs
+    (int8 / int4 activation quantization clamps NaN), so a corrupt constant must be caught before any run."""
+    from ai_edge_litert import schema_py_generated as tfl
+
+    for g in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(g)
+        for i in range(sg.TensorsLength()):
+            t = sg.Tensors(i)
+            if t.Type() != tfl.TensorType.FLOAT32 or t.Buffer() <= 0 or t.Buffer() >= model.BuffersLength():
+                continue
+            raw = model.Buffers(t.Buffer()).DataAsNumpy()
+            if isinstance(raw, int) or raw.size == 0:  # no data: not a constant
+                continue
+            if raw.size % 4:
+                raise ModelError(f"{path}: constant tensor '{t.Name().decode(errors='replace')}' has {raw.size} bytes, "
+                                 "not a whole number of float32 values")
+            if not np.isfinite(raw.view(np.float32)).all():
+                raise ModelError(f"{path}: constant tensor '{t.Name().decode(errors='replace')}' holds NaN or inf")
+
+
 def read_tflite(path: str | Path) -> TfliteInfo:
-    """Metadata (the ``bebert`` JSON, {} if absent), serving_default signature tensors and custom op names."""
+    """Metadata (the ``bebert`` JSON, {} if absent), serving_default signature tensors and custom op names.
+    Raises ModelError for a file that is not a readable TFLite flatbuffer or has a NaN / inf float32 constant."""
     from ai_edge_litert import schema_py_generated as tfl
 
     path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:
-            raise ValueError(f"{path.name}: empty file, not a TFLite model") from None
+    # Read into memory rather than mmap: numpy views of the buffers (and the frames of an exception raised while
+    # they exist) would keep an mmap from closing. The copy is freed before the runtime loads the file itself.
+    buf = path.read_bytes()
+    if not buf:
+        raise ModelError(f"{path}: empty file, not a TFLite model")
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ModelError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
     try:
-        if len(buf) < 8 or buf[4:8] != b"TFL3":
-            raise ValueError(f"{path.name}: not a TFLite flatbuffer (no TFL3 identifier)")
-        try:
-            model = tfl.Model.GetRootAs(buf, 0)
-            meta = {}
-            for i in range(model.MetadataLength()):
-                md = model.Metadata(i)
-                if md.Name() and md.Name().decode() == METADATA_NAME:
-                    meta = json.loads(model.Buffers(md.Buffer()).DataAsNumpy().tobytes().decode())
-            sg = model.Subgraphs(0)
-            if model.SignatureDefsLength() == 0:
-                raise ValueError(f"{path.name}: the model has no signature (export it with bebert-deploy)")
-            sig = model.SignatureDefs(0)
+        model = tfl.Model.GetRootAs(buf, 0)
+        meta = {}
+        for i in range(model.MetadataLength()):
+            md = model.Metadata(i)
+            if md.Name() and md.Name().decode() == METADATA_NAME:
+                meta = json.loads(model.Buffers(md.Buffer()).DataAsNumpy().tobytes().decode())
+        if not isinstance(meta, dict):
+            raise ModelError(f"{path}: the '{METADATA_NAME}' metadata is not a JSON object")
+        sg = model.Subgraphs(0)
+        if model.SignatureDefsLength() == 0:
+            raise ModelError(f"{path}: the model has no signature (export it with bebert-deploy)")
+        sig = model.SignatureDefs(0)
 
-            def info(tmap):
-                t = sg.Tensors(tmap.TensorIndex())
-                return TensorInfo(tmap.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()), _np_dtype(t.Type()))
+        def info(tmap):
+            t = sg.Tensors(tmap.TensorIndex())
+            return TensorInfo(tmap.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()), _np_dtype(t.Type(), path))
 
-            ins = [info(sig.Inputs(i)) for i in range(sig.InputsLength())]
-            outs = [info(sig.Outputs(i)) for i in range(sig.OutputsLength())]
-            customs = sorted({model.OperatorCodes(i).CustomCode().decode() for i in range(model.OperatorCodesLength())
-                              if model.OperatorCodes(i).CustomCode()})
-        except ValueError:
-            raise
-        except Exception as e:  # a truncated or corrupt flatbuffer raises struct/index errors
-            raise ValueError(f"{path.name}: corrupt TFLite flatbuffer ({type(e).__name__})") from None
-        return TfliteInfo(meta, ins, outs, customs)
-    finally:
-        buf.close()
+        ins = [info(sig.Inputs(i)) for i in range(sig.InputsLength())]
+        outs = [info(sig.Outputs(i)) for i in range(sig.OutputsLength())]
+        customs = sorted({model.OperatorCodes(i).CustomCode().decode() for i in range(model.OperatorCodesLength())
+                          if model.OperatorCodes(i).CustomCode()})
+        _check_float_constants(model, path)
+    except ModelError:
+        raise
+    except Exception as e:  # a truncated or corrupt flatbuffer raises struct/index/unicode/json errors
+        raise ModelError(f"{path}: corrupt TFLite flatbuffer ({type(e).__name__})") from None
+    return TfliteInfo(meta, ins, outs, customs)

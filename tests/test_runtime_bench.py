@@ -77,6 +77,21 @@ def test_bench_cli_errors(exported):
     assert r.exit_code == 1 and "exceeds the smallest model max_len" in r.output
 
 
+def test_bench_worker_death_is_one_clear_error(exported):
+    """A worker killed inside a native library (here: by SIGKILL) ends the benchmark with a ModelError naming the
+    file, not an EOFError traceback."""
+    import signal
+
+    from bebert_deploy.runtime.errors import ModelError
+
+    w = b.Worker(str(exported["ens"]), 1)
+    os.kill(w.proc.pid, signal.SIGKILL)
+    w.proc.join(timeout=10)
+    with pytest.raises(ModelError, match=r"ens\.onnx: the benchmark worker died \(exit code -9\)"):
+        w.call("stats")
+    w.close()
+
+
 @pytest.mark.slow
 def test_quickstart_tiny_end_to_end(tmp_path, monkeypatch):
     """The README's main job at its smallest size: real base model, real data (fetched from PyPI)."""

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the kernel unit test natively and, when the Debian cross compiler and qemu-user are present,
 # for aarch64 (NEON path), and runs both. Usage: runtime/kernels/test_kernels.sh [--require-arm]
+# CXX picks the native compiler (default g++); KERNEL_TEST_FLAGS adds compiler flags and runs the native build
+# only (fuzz/run_fuzz.sh uses it for the sanitizer build).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$(mktemp -d)"
@@ -8,8 +10,10 @@ trap 'rm -rf "$out"' EXIT
 srcs=("$here"/bgemm/bgemm.cc "$here"/bgemm/bgemm_scalar.cc "$here"/bgemm/bgemm_avx2.cc "$here"/bgemm/bgemm_neon.cc
       "$here"/core/thread_pool.cc "$here"/bgemm/bgemm_test.cc)
 flags=(-std=c++17 -O2 -pthread -ffp-contract=off -Wall)
-g++ "${flags[@]}" "${srcs[@]}" -o "$out/test_native"
+# shellcheck disable=SC2086  # KERNEL_TEST_FLAGS is a list of flags
+"${CXX:-g++}" "${flags[@]}" ${KERNEL_TEST_FLAGS:-} "${srcs[@]}" -o "$out/test_native"
 "$out/test_native"
+[ -z "${KERNEL_TEST_FLAGS:-}" ] || exit 0
 if command -v aarch64-linux-gnu-g++-12 >/dev/null && command -v qemu-aarch64 >/dev/null; then
   aarch64-linux-gnu-g++-12 "${flags[@]}" -march=armv8-a -static "${srcs[@]}" -o "$out/test_arm"
   qemu-aarch64 "$out/test_arm"

@@ -1,13 +1,9 @@
 // LiteRT runner of bebert-deploy: runs a .tflite file whose CUSTOM ops BebertBinaryFC / BebertBinaryEmbedding
-// are our packed-bit kernels, through the compiled-model C API of the libLiteRt.so that the ai-edge-litert
-// wheel ships. The Python side (runtime/litert_session.py) calls the small C API at the bottom.
-//
-// No LiteRT header is available to this project: this file declares only what it uses, written from the public
-// LiteRT C API documentation (litert/c/*.h): opaque handles, int status codes (0 = ok), the 68-byte LiteRtLayout
-// (a 32-bit word holding rank:7 and has_strides:1, int32 dimensions[8], uint32 strides[8]), the ranked tensor
-// type (int element type, then the layout) and the custom-op kernel struct (Init, GetOutputLayouts, Run,
-// Destroy). libLiteRt.so is dlopened at run time from the path the caller gives, so building this library needs
-// no LiteRT at all; the Python side refuses wheel versions whose ABI was not checked.
+// are our packed-bit kernels (contract: runtime/OPS.md), through the compiled-model C API of the libLiteRt.so
+// that the ai-edge-litert wheel ships. The Python side (runtime/litert_session.py) calls the small C API at the
+// bottom. The LiteRT declarations live in litert_abi.h; argument checks are the shared kernels/core/op_checks.h.
+// libLiteRt.so is dlopened at run time from the path the caller gives, so building this library needs no LiteRT
+// at all; the Python side refuses wheel versions whose ABI was not checked.
 //
 // LiteRT behaviours this code depends on (measured with ai-edge-litert 2.3.0): all nodes of one custom op
 // share one user_data pointer and Run gets no node identity, so every per-node parameter is a constant input
@@ -17,78 +13,22 @@
 #include <dlfcn.h>
 
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "../bembed/bembed.h"
-#include "../bgemm/bgemm.h"
-#include "../core/bitpack.h"
+#include "../core/op_checks.h"
+#include "litert_abi.h"
 
 namespace {
 
-// ---- the part of the LiteRT C ABI used here ----------------------------------------------------------------
-using Handle = void*;  // LiteRtEnvironment, LiteRtModel, LiteRtOptions, LiteRtCompiledModel, LiteRtTensorBuffer, ...
-constexpr int kOk = 0;
-constexpr int kErrorRuntimeFailure = 10;  // any non-zero status works for the ignored callbacks
-constexpr int kMaxRank = 8;
-constexpr int kFloat32 = 1, kInt32 = 2, kUInt8 = 3, kInt64 = 4;  // LiteRtElementType (= TfLiteType values)
-constexpr int kLockRead = 0, kLockWrite = 1;
-constexpr int kAcceleratorCpu = 1;
-
-struct Layout {
-  uint32_t rank_bits;  // rank in bits 0..6, has_strides in bit 7
-  int32_t dims[kMaxRank];
-  uint32_t strides[kMaxRank];
-  int rank() const { return static_cast<int>(rank_bits & 0x7F); }
-};
-struct RankedType {
-  int32_t element_type;
-  Layout layout;
-};
-static_assert(sizeof(Layout) == 68, "LiteRtLayout must be 68 bytes (LiteRT after April 2025)");
-static_assert(sizeof(RankedType) == 72, "LiteRtRankedTensorType must be 72 bytes");
-
-struct CustomOpKernel {
-  int (*Init)(void* user_data, const void* init_data, size_t init_data_size);
-  int (*GetOutputLayouts)(void* user_data, size_t n_in, const Layout* in, size_t n_out, Layout* out);
-  int (*Run)(void* user_data, size_t n_in, const Handle* in, size_t n_out, Handle* out);
-  int (*Destroy)(void* user_data);
-};
-
-struct Api {
-  int (*CreateEnvironment)(int, const void*, Handle*);
-  void (*DestroyEnvironment)(Handle);
-  int (*CreateModelFromFile)(Handle, const char*, Handle*);
-  void (*DestroyModel)(Handle);
-  int (*CreateOptions)(Handle*);
-  void (*DestroyOptions)(Handle);
-  int (*SetOptionsHardwareAccelerators)(Handle, int);
-  int (*CreateOpaqueOptions)(const char*, void*, void (*)(void*), Handle*);
-  int (*AddOpaqueOptions)(Handle, Handle);
-  int (*AddCustomOpKernelOption)(Handle, const char*, int, const CustomOpKernel*, void*);
-  int (*CreateCompiledModel)(Handle, Handle, Handle, Handle*);
-  void (*DestroyCompiledModel)(Handle);
-  int (*GetModelSignature)(Handle, size_t, Handle*);
-  int (*GetNumSignatureInputs)(Handle, size_t*);
-  int (*GetNumSignatureOutputs)(Handle, size_t*);
-  int (*GetSignatureInputTensorByIndex)(Handle, size_t, Handle*);
-  int (*GetSignatureOutputTensorByIndex)(Handle, size_t, Handle*);
-  int (*GetRankedTensorType)(Handle, RankedType*);
-  int (*GetCompiledModelInputBufferRequirements)(Handle, size_t, size_t, Handle*);
-  int (*GetCompiledModelOutputBufferRequirements)(Handle, size_t, size_t, Handle*);
-  int (*CreateManagedTensorBufferFromRequirements)(Handle, const RankedType*, Handle, Handle*);
-  int (*GetTensorBufferTensorType)(Handle, RankedType*);
-  int (*GetTensorBufferSize)(Handle, size_t*);
-  int (*LockTensorBuffer)(Handle, void**, int);
-  int (*UnlockTensorBuffer)(Handle);
-  void (*DestroyTensorBuffer)(Handle);
-  int (*RunCompiledModel)(Handle, size_t, size_t, Handle*, size_t, Handle*);
-};
+using namespace bebert::litert;  // NOLINT: the ABI names of litert_abi.h
+using bebert::ops::DType;
+using bebert::ops::Tensor;
 
 template <typename F>
 bool bind(void* lib, const char* name, F& fn, std::string& missing) {
@@ -132,51 +72,49 @@ struct Locked {
   void* data = nullptr;
   bool ok = false;
   Locked(const Api* a, Handle b, int mode) : api(a), buf(b) {
-    ok = b && api->GetTensorBufferTensorType(b, &type) == kOk && api->LockTensorBuffer(b, &data, mode) == kOk && data;
+    ok = b && api->GetTensorBufferTensorType(b, &type) == kOk && type.layout.rank() <= kMaxRank &&
+         api->LockTensorBuffer(b, &data, mode) == kOk && data;
   }
   ~Locked() {
     if (ok) api->UnlockTensorBuffer(buf);
   }
-  int rank() const { return type.layout.rank(); }
-  int64_t dim(int i) const { return type.layout.dims[i < 0 ? rank() + i : i]; }
-  int64_t count() const {
-    int64_t n = 1;
-    for (int i = 0; i < rank(); ++i) n *= type.layout.dims[i];
-    return n;
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+  // The view the shared checks take.
+  Tensor view() const {
+    Tensor t;
+    const int e = type.element_type;
+    t.type = e == kFloat32 ? DType::kF32 : e == kUInt8 ? DType::kU8 : e == kInt32 ? DType::kI32 : e == kInt64 ? DType::kI64 : DType::kOther;
+    for (int i = 0; i < type.layout.rank(); ++i) t.dims.push_back(type.layout.dims[i]);
+    t.data = data;
+    return t;
   }
-  template <typename T>
-  T* as() const { return static_cast<T*>(data); }
 };
 
 // BebertBinaryFC inputs: x float [..., K], w uint8 [S, N, row_bytes(K)], alpha float [S, N], bias float [N],
 // steps float [S], params int32 [4] = (K, act_mode, act_bits, act_symmetric); output y float [..., N].
 int run_linear(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* out) noexcept {
   const Api* api = s->api;
-  if (n_in != 6 || n_out != 1) return s->fail("BebertBinaryFC: expected 6 inputs and 1 output"), kErrorRuntimeFailure;
+  const char* op = "BebertBinaryFC: ";
+  if (n_in != 6 || n_out != 1) return s->fail(std::string(op) + "expected 6 inputs and 1 output"), kErrorRuntimeFailure;
   Locked x(api, in[0], kLockRead), w(api, in[1], kLockRead), a(api, in[2], kLockRead), b(api, in[3], kLockRead),
       st(api, in[4], kLockRead), p(api, in[5], kLockRead), y(api, out[0], kLockWrite);
   if (!(x.ok && w.ok && a.ok && b.ok && st.ok && p.ok && y.ok))
-    return s->fail("BebertBinaryFC: cannot read an input or write the output buffer"), kErrorRuntimeFailure;
-  if (x.type.element_type != kFloat32 || w.type.element_type != kUInt8 || p.type.element_type != kInt32 ||
-      p.count() != 4 || x.rank() < 1 || w.rank() != 3)
-    return s->fail("BebertBinaryFC: wrong input types (x float, w uint8 rank 3, params int32[4])"), kErrorRuntimeFailure;
-  const int32_t* prm = p.as<int32_t>();
-  const int K = static_cast<int>(x.dim(-1)), S = static_cast<int>(w.dim(0)), N = static_cast<int>(w.dim(1));
-  const int64_t M = x.count() / (K ? K : 1);
-  if (prm[0] != K || w.dim(2) != bebert::row_bytes(K) || a.count() != static_cast<int64_t>(S) * N || b.count() != N ||
-      st.count() != S || y.count() != M * N)
-    return s->fail("BebertBinaryFC: shape mismatch between x [..,K], w [S,N,row_bytes(K)], alpha [S,N], bias [N], "
-                   "steps [S] and y [..,N]"), kErrorRuntimeFailure;
-  std::vector<bebert::ActQuant> act(S);
-  for (int i = 0; i < S; ++i)
-    act[i] = bebert::ActQuant{static_cast<bebert::ActMode>(prm[1]), prm[2], prm[3] != 0, st.as<float>()[i]};
-  bebert::BinaryLinearArgs args;
-  args.M = static_cast<int>(M); args.N = N; args.K = K; args.S = S;
-  args.x = x.as<float>(); args.w = w.as<uint8_t>(); args.alpha = a.as<float>(); args.bias = b.as<float>();
-  args.act = act.data(); args.y = y.as<float>(); args.threads = s->threads;
-  const std::string err = bebert::validate(args);
-  if (!err.empty()) return s->fail("BebertBinaryFC: " + err), kErrorRuntimeFailure;
-  if (M > 0) bebert::binary_linear_examples(args, x.rank() >= 2 ? static_cast<int>(x.dim(0)) : 1);
+    return s->fail(std::string(op) + "cannot read an input or write the output buffer"), kErrorRuntimeFailure;
+  const Tensor params = p.view();
+  if (params.type != DType::kI32 || params.dims != std::vector<int64_t>{4})
+    return s->fail(std::string(op) + "params must be int32 [4] = (K, act_mode, act_bits, act_symmetric), got " +
+                   bebert::ops::dims_str(params.dims)), kErrorRuntimeFailure;
+  const int32_t* prm = static_cast<const int32_t*>(params.data);
+  const Tensor tx = x.view(), tw = w.view(), ta = a.view(), tb = b.view(), ts = st.view(), ty = y.view();
+  bebert::ops::LinearPlan plan;
+  std::string err = bebert::ops::check_linear(tx, tw, ta, tb, ts, {prm[1], prm[2], prm[3]}, &plan);
+  if (err.empty() && prm[0] != plan.K)
+    err = "shape mismatch: params say K=" + std::to_string(prm[0]) + " but x has K=" + std::to_string(plan.K);
+  if (err.empty() && (ty.type != DType::kF32 || ty.dims != plan.out_dims))
+    err = "shape mismatch: output y must be float32 " + bebert::ops::dims_str(plan.out_dims) + ", got " + bebert::ops::dims_str(ty.dims);
+  if (err.empty()) err = bebert::ops::run_linear(plan, tx, tw, ta, tb, static_cast<float*>(y.data), s->threads);
+  if (!err.empty()) return s->fail(op + err), kErrorRuntimeFailure;
   return kOk;
 }
 
@@ -184,45 +122,38 @@ int run_linear(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* 
 // base float [L, D] (the position embeddings, added after the lookup); output float [B, L, D].
 int run_embedding(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* out) noexcept {
   const Api* api = s->api;
-  if (n_in != 4 || n_out != 1) return s->fail("BebertBinaryEmbedding: expected 4 inputs and 1 output"), kErrorRuntimeFailure;
+  const char* op = "BebertBinaryEmbedding: ";
+  if (n_in != 4 || n_out != 1) return s->fail(std::string(op) + "expected 4 inputs and 1 output"), kErrorRuntimeFailure;
   Locked ids(api, in[0], kLockRead), t(api, in[1], kLockRead), sc(api, in[2], kLockRead), base(api, in[3], kLockRead),
       y(api, out[0], kLockWrite);
   if (!(ids.ok && t.ok && sc.ok && base.ok && y.ok))
-    return s->fail("BebertBinaryEmbedding: cannot read an input or write the output buffer"), kErrorRuntimeFailure;
-  if (ids.type.element_type != kInt64 || t.type.element_type != kUInt8 || t.rank() != 3 || sc.rank() != 2 ||
-      base.rank() != 2 || ids.rank() < 1)
-    return s->fail("BebertBinaryEmbedding: wrong input types or ranks"), kErrorRuntimeFailure;
-  const int D = static_cast<int>(base.dim(1));
-  const int64_t L = base.dim(0), n = ids.count();
-  if (t.dim(2) != bebert::row_bytes(D) || sc.dim(0) != t.dim(0) || sc.dim(1) != t.dim(1) || ids.dim(-1) != L ||
-      y.count() != n * D)
-    return s->fail("BebertBinaryEmbedding: shape mismatch between ids [B,L], table [S,V,row_bytes(D)], scales [S,V], "
-                   "base [L,D] and the output [B,L,D]"), kErrorRuntimeFailure;
-  float* o = y.as<float>();
-  if (bebert::binary_embedding(ids.as<int64_t>(), n, t.as<uint8_t>(), static_cast<int>(t.dim(0)), t.dim(1), D,
-                               sc.as<float>(), o) > 0)
-    return s->fail("BebertBinaryEmbedding: token id out of range"), kErrorRuntimeFailure;
-  const float* pb = base.as<float>();
-  for (int64_t i = 0; i < n; ++i)
-    for (int d = 0; d < D; ++d) o[i * D + d] += pb[(i % L) * D + d];
+    return s->fail(std::string(op) + "cannot read an input or write the output buffer"), kErrorRuntimeFailure;
+  const Tensor tids = ids.view(), tt = t.view(), tsc = sc.view(), tbase = base.view(), ty = y.view();
+  bebert::ops::EmbeddingPlan plan;
+  std::string err = bebert::ops::check_embedding(tids, tt, tsc, &tbase, 0, &plan);
+  if (err.empty() && (ty.type != DType::kF32 || ty.dims != plan.out_dims))
+    err = "shape mismatch: output must be float32 " + bebert::ops::dims_str(plan.out_dims) + ", got " + bebert::ops::dims_str(ty.dims);
+  if (!err.empty()) return s->fail(op + err), kErrorRuntimeFailure;
+  bebert::ops::run_embedding(plan, tids, tt, tsc, &tbase, static_cast<float*>(y.data));
   return kOk;
 }
 
 int op_init(void*, const void*, size_t) noexcept { return kOk; }
 int op_destroy(void*) noexcept { return kOk; }
 
+// Output layouts from the input layouts; shapes that do not fit are reported by Run, which sees the data too.
 int op_output_layouts(void* user, size_t n_in, const Layout* in, size_t n_out, Layout* out) noexcept {
   auto* st = static_cast<OpState*>(user);
   if (n_out != 1) return st->session->fail("custom op: expected one output"), kErrorRuntimeFailure;
   Layout l{};
   if (st->kind == OpKind::kLinear) {
-    if (n_in != 6 || in[0].rank() < 1 || in[1].rank() != 3)
-      return st->session->fail("BebertBinaryFC: bad input layouts"), kErrorRuntimeFailure;
+    if (n_in != 6 || in[0].rank() < 1 || in[0].rank() > kMaxRank || in[1].rank() != 3)
+      return st->session->fail("BebertBinaryFC: x must have rank 1..8 and w rank 3"), kErrorRuntimeFailure;
     l = in[0];
     l.dims[in[0].rank() - 1] = in[1].dims[1];
   } else {
     if (n_in != 4 || in[0].rank() < 1 || in[0].rank() >= kMaxRank || in[3].rank() != 2)
-      return st->session->fail("BebertBinaryEmbedding: bad input layouts"), kErrorRuntimeFailure;
+      return st->session->fail("BebertBinaryEmbedding: ids must have rank 1..7 and base rank 2"), kErrorRuntimeFailure;
     l = in[0];
     l.dims[in[0].rank()] = in[3].dims[1];
     l.rank_bits = static_cast<uint32_t>(in[0].rank() + 1);
@@ -400,13 +331,6 @@ BEBERT_EXPORT int bebert_litert_open(const char* litert_lib, const char* model_p
   char msg[512] = {0};
   if (run_session(s, pin.data(), pout.data(), msg, sizeof msg) != 0) return fail(std::string("warm-up run failed: ") + msg);
   *handle = s;
-  return 0;
-}
-
-BEBERT_EXPORT int bebert_litert_io_count(void* h, int* n_in, int* n_out) {
-  auto* s = static_cast<Session*>(h);
-  *n_in = static_cast<int>(s->inputs.size());
-  *n_out = static_cast<int>(s->outputs.size());
   return 0;
 }
 

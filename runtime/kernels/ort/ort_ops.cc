@@ -1,25 +1,31 @@
 // Native ONNX Runtime custom-op library of bebert-deploy (domain "bebert"): BinaryLinear and BinaryEmbedding
-// running the packed-bit kernels. Loaded with SessionOptions.register_custom_ops_library(path).
+// running the packed-bit kernels (contract: runtime/OPS.md). Loaded with
+// SessionOptions.register_custom_ops_library(path).
 //
 // ONNX Runtime's headers are not available to this project, so this file declares only what it uses of the
 // stable, append-only C API: OrtApiBase (GetApi, GetVersionString), positions in the OrtApi function table
-// (counted from the public header at API version 13), and the OrtCustomOp struct at version 13. The table
-// is checked at load with a harmless round trip (create a status, read its message back, release it).
-// Every callback is noexcept: no exception crosses the C boundary. Kernels are immutable after creation,
-// so concurrent runs on one kernel are safe.
-#include <cmath>
+// (counted from the public header include/onnxruntime/core/session/onnxruntime_c_api.h at API version 13), and
+// the OrtCustomOp struct at version 16, the first whose kernels create and compute with an OrtStatus result
+// (CreateKernelV2, KernelComputeV2), so a bad node fails the session or the run with our message instead of
+// producing a silent wrong answer. The field order was read from that header's `struct OrtCustomOp` and the
+// version gates from onnxruntime/core/session/custom_ops.cc (compute-v2 from version 16; shape inference and
+// op-set versions from 17, which we leave unset). The table is checked at load with a harmless round trip
+// (create a status, read its message back, release it). Every callback is noexcept: no exception crosses the C
+// boundary. Kernels are immutable after creation, so concurrent runs on one kernel are safe.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <vector>
 
-#include "../bembed/bembed.h"
-#include "../bgemm/bgemm.h"
-#include "../core/bitpack.h"
+#include "../core/op_checks.h"
 
 namespace {
+
+using bebert::ops::DType;
+using bebert::ops::Tensor;
 
 // ---- the part of the ONNX Runtime C ABI this library uses ------------------------------------------------
 struct OrtStatus;
@@ -36,32 +42,50 @@ struct OrtApiBase {
   const char* (*GetVersionString)();
 };
 
-constexpr uint32_t kApiVersion = 13;
-constexpr int kOrtFail = 1;          // OrtErrorCode ORT_FAIL
-constexpr int kFloat = 1, kUint8 = 2, kInt64 = 7;  // ONNXTensorElementDataType
+constexpr uint32_t kApiVersion = 13;       // the OrtApi table layout declared below
+constexpr uint32_t kCustomOpVersion = 16;  // the OrtCustomOp layout declared below (status-returning kernels)
+constexpr int kOrtFail = 1, kOrtInvalidArgument = 2;           // OrtErrorCode
+constexpr int kOnnxFloat = 1, kOnnxUint8 = 2, kOnnxInt64 = 7;  // ONNXTensorElementDataType
 
 // OrtApi table positions (0-based) at API version 13.
 enum ApiSlot : int {
   kCreateStatus = 0, kGetErrorMessage = 2, kCreateCustomOpDomain = 26, kCustomOpDomainAdd = 27,
-  kAddCustomOpDomain = 28, kGetTensorMutableData = 51, kGetDimensionsCount = 61, kGetDimensions = 62,
-  kGetTensorTypeAndShape = 65, kKernelInfoGetAttributeInt64 = 86, kKernelContextGetInput = 90,
+  kAddCustomOpDomain = 28, kGetTensorMutableData = 51, kGetTensorElementType = 60, kGetDimensionsCount = 61,
+  kGetDimensions = 62, kGetTensorTypeAndShape = 65, kKernelInfoGetAttributeInt64 = 86, kKernelContextGetInput = 90,
   kKernelContextGetOutput = 91, kReleaseStatus = 93, kReleaseTensorTypeAndShapeInfo = 99,
 };
 
-struct OrtCustomOp {  // version 13 layout: a uint32 version, then 12 function pointers
+struct OrtCustomOp;
+using OpFn = const OrtCustomOp*;
+// The version-16 layout. The fields after KernelComputeV2 belong to later versions: ONNX Runtime reads them only
+// when `version` says they exist; they are declared (and left null) so the struct has the header's full shape.
+struct OrtCustomOp {
   uint32_t version;
-  void* (*CreateKernel)(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo*);
-  const char* (*GetName)(const OrtCustomOp*);
-  const char* (*GetExecutionProviderType)(const OrtCustomOp*);
-  int (*GetInputType)(const OrtCustomOp*, size_t);
-  size_t (*GetInputTypeCount)(const OrtCustomOp*);
-  int (*GetOutputType)(const OrtCustomOp*, size_t);
-  size_t (*GetOutputTypeCount)(const OrtCustomOp*);
+  void* (*CreateKernel)(OpFn, const OrtApi*, const OrtKernelInfo*);
+  const char* (*GetName)(OpFn);
+  const char* (*GetExecutionProviderType)(OpFn);
+  int (*GetInputType)(OpFn, size_t);
+  size_t (*GetInputTypeCount)(OpFn);
+  int (*GetOutputType)(OpFn, size_t);
+  size_t (*GetOutputTypeCount)(OpFn);
   void (*KernelCompute)(void*, OrtKernelContext*);
   void (*KernelDestroy)(void*);
-  int (*GetInputCharacteristic)(const OrtCustomOp*, size_t);
-  int (*GetOutputCharacteristic)(const OrtCustomOp*, size_t);
-  int (*GetInputMemoryType)(const OrtCustomOp*, size_t);
+  int (*GetInputCharacteristic)(OpFn, size_t);
+  int (*GetOutputCharacteristic)(OpFn, size_t);
+  int (*GetInputMemoryType)(OpFn, size_t);
+  int (*GetVariadicInputMinArity)(OpFn);  // version 14
+  int (*GetVariadicInputHomogeneity)(OpFn);
+  int (*GetVariadicOutputMinArity)(OpFn);
+  int (*GetVariadicOutputHomogeneity)(OpFn);
+  OrtStatus* (*CreateKernelV2)(OpFn, const OrtApi*, const OrtKernelInfo*, void** kernel);  // version 16
+  OrtStatus* (*KernelComputeV2)(void*, OrtKernelContext*);
+  void* InferOutputShapeFn;  // version 17 on: unused
+  void* GetStartVersion;
+  void* GetEndVersion;
+  void* GetMayInplace;
+  void* ReleaseMayInplace;
+  void* GetAliasMap;
+  void* ReleaseAliasMap;
 };
 
 // Typed access to the table.
@@ -70,8 +94,8 @@ struct Api {
   template <typename F>
   F fn(int slot) const { return reinterpret_cast<F>(const_cast<void*>(t[slot])); }
 
-  OrtStatus* create_status(const char* msg) const {
-    return fn<OrtStatus* (*)(int, const char*)>(kCreateStatus)(kOrtFail, msg);
+  OrtStatus* create_status(const char* msg, int code = kOrtFail) const {
+    return fn<OrtStatus* (*)(int, const char*)>(kCreateStatus)(code, msg);
   }
   const char* message(const OrtStatus* s) const { return fn<const char* (*)(const OrtStatus*)>(kGetErrorMessage)(s); }
   void release(OrtStatus* s) const {
@@ -98,158 +122,143 @@ struct Api {
       return nullptr;
     return v;
   }
-  std::vector<int64_t> shape(const OrtValue* v) const {
-    std::vector<int64_t> dims;
-    OrtTensorTypeAndShapeInfo* info = nullptr;
-    if (failed(fn<OrtStatus* (*)(const OrtValue*, OrtTensorTypeAndShapeInfo**)>(kGetTensorTypeAndShape)(v, &info))) return dims;
-    size_t n = 0;
-    if (!failed(fn<OrtStatus* (*)(const OrtTensorTypeAndShapeInfo*, size_t*)>(kGetDimensionsCount)(info, &n))) {
-      dims.resize(n);
-      if (failed(fn<OrtStatus* (*)(const OrtTensorTypeAndShapeInfo*, int64_t*, size_t)>(kGetDimensions)(info, dims.data(), n)))
-        dims.clear();
-    }
-    fn<void (*)(OrtTensorTypeAndShapeInfo*)>(kReleaseTensorTypeAndShapeInfo)(info);
-    return dims;
-  }
   template <typename T>
   T* data(const OrtValue* v) const {
     void* p = nullptr;
     if (failed(fn<OrtStatus* (*)(OrtValue*, void**)>(kGetTensorMutableData)(const_cast<OrtValue*>(v), &p))) return nullptr;
     return static_cast<T*>(p);
   }
+  // The view the shared checks take: element type, dims and data of one input (type kOther if unreadable).
+  Tensor view(const OrtValue* v) const {
+    Tensor t;
+    if (!v) return t;
+    OrtTensorTypeAndShapeInfo* info = nullptr;
+    if (failed(fn<OrtStatus* (*)(const OrtValue*, OrtTensorTypeAndShapeInfo**)>(kGetTensorTypeAndShape)(v, &info))) return t;
+    int type = 0;
+    size_t n = 0;
+    bool ok = !failed(fn<OrtStatus* (*)(const OrtTensorTypeAndShapeInfo*, int*)>(kGetTensorElementType)(info, &type)) &&
+              !failed(fn<OrtStatus* (*)(const OrtTensorTypeAndShapeInfo*, size_t*)>(kGetDimensionsCount)(info, &n));
+    if (ok) {
+      t.dims.resize(n);
+      ok = !failed(fn<OrtStatus* (*)(const OrtTensorTypeAndShapeInfo*, int64_t*, size_t)>(kGetDimensions)(info, t.dims.data(), n));
+    }
+    fn<void (*)(OrtTensorTypeAndShapeInfo*)>(kReleaseTensorTypeAndShapeInfo)(info);
+    if (!ok) return Tensor{};
+    t.type = type == kOnnxFloat ? DType::kF32 : type == kOnnxUint8 ? DType::kU8 : type == kOnnxInt64 ? DType::kI64 : DType::kOther;
+    t.data = data<void>(v);
+    return t;
+  }
 };
 
 Api g_api;
 int g_threads = 1;
 
-// A kernel cannot report an error through the version-13 compute callback: it writes NaN outputs and says
-// why on stderr once. Graphs written by bebert-deploy are shape-checked at export, so this only catches
-// hand-edited models.
-void kernel_error(const char* op, const std::string& msg, float* out, size_t n) {
-  static bool said = false;
-  if (!said) {
-    std::fprintf(stderr, "bebert %s: %s (outputs set to NaN)\n", op, msg.c_str());
-    said = true;
-  }
-  if (out)
-    for (size_t i = 0; i < n; ++i) out[i] = std::nanf("");
+// An error status "<op>: <what>"; ONNX Runtime prefixes the node's name when it reports the failed run.
+OrtStatus* op_error(const char* op, const std::string& msg) {
+  return g_api.create_status((std::string(op) + ": " + msg).c_str(), kOrtInvalidArgument);
 }
 
-int64_t product(const std::vector<int64_t>& d, size_t from, size_t to) {
-  int64_t p = 1;
-  for (size_t i = from; i < to; ++i) p *= d[i];
-  return p;
-}
-
-// ---- BinaryLinear ---------------------------------------------------------------------------------------
-// inputs: X float [..., K], W uint8 [S, N, row_bytes(K)], alpha float [S, N], bias float [N], steps float [S]
-// attributes: act_mode (0 float, 1 int, 2 sign), act_bits, act_symmetric; output: Y float [..., N]
+// ---- BinaryLinear (runtime/OPS.md) ----------------------------------------------------------------------
 struct LinearKernel {
-  bebert::ActMode mode;
-  int bits;
-  bool symmetric;
+  bebert::ops::ActAttrs attrs;
+  std::string attr_error;  // non-empty: an attribute is outside its domain (reported by every compute)
 };
 
-void* linear_create(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info) noexcept {
-  int64_t mode = 0, bits = 32, sym = 1;
-  g_api.attr_int(info, "act_mode", &mode);
-  g_api.attr_int(info, "act_bits", &bits);
-  g_api.attr_int(info, "act_symmetric", &sym);
-  return new (std::nothrow) LinearKernel{static_cast<bebert::ActMode>(mode), static_cast<int>(bits), sym != 0};
+OrtStatus* linear_create(OpFn, const OrtApi*, const OrtKernelInfo* info, void** kernel) noexcept {
+  bebert::ops::ActAttrs a;  // an absent attribute keeps its default (float activations)
+  g_api.attr_int(info, "act_mode", &a.mode);
+  g_api.attr_int(info, "act_bits", &a.bits);
+  g_api.attr_int(info, "act_symmetric", &a.symmetric);
+  // An attribute outside its domain is reported by the compute call rather than here: ONNX Runtime names the
+  // node in a failed run's message but not in a failed kernel creation's, and the Python Session's warm-up run
+  // at load makes both happen when the file is opened.
+  *kernel = new (std::nothrow) LinearKernel{a, bebert::ops::check_act_attrs(a)};
+  return *kernel ? nullptr : op_error("BinaryLinear", "out of memory");
 }
 
-void linear_compute(void* k, OrtKernelContext* ctx) noexcept {
+OrtStatus* linear_compute(void* k, OrtKernelContext* ctx) noexcept {
   const auto* kern = static_cast<const LinearKernel*>(k);
-  const OrtValue* vx = g_api.input(ctx, 0);
-  const OrtValue* vw = g_api.input(ctx, 1);
-  const OrtValue* va = g_api.input(ctx, 2);
-  const OrtValue* vb = g_api.input(ctx, 3);
-  const OrtValue* vs = g_api.input(ctx, 4);
-  if (!vx || !vw || !va || !vb || !vs) return kernel_error("BinaryLinear", "missing input", nullptr, 0);
-  const auto dx = g_api.shape(vx), dw = g_api.shape(vw), da = g_api.shape(va), db = g_api.shape(vb), ds = g_api.shape(vs);
-  if (dx.empty() || dw.size() != 3) {
-    OrtValue* y = g_api.output(ctx, 0, {1});
-    return kernel_error("BinaryLinear", "X must have rank >= 1 and W rank 3", y ? g_api.data<float>(y) : nullptr, 1);
-  }
-  const int K = static_cast<int>(dx.back()), S = static_cast<int>(dw[0]), N = static_cast<int>(dw[1]);
-  const int M = static_cast<int>(product(dx, 0, dx.size() - 1));
-  std::vector<int64_t> dy(dx.begin(), dx.end());
-  dy.back() = N;
-  OrtValue* vy = g_api.output(ctx, 0, dy);
-  if (!vy) return kernel_error("BinaryLinear", "cannot allocate output", nullptr, 0);
-  float* y = g_api.data<float>(vy);
-  const size_t ny = static_cast<size_t>(M) * N;
-  if (dw[2] != bebert::row_bytes(K) || da.size() != 2 || da[0] != S || da[1] != N || db.size() != 1 || db[0] != N ||
-      ds.size() != 1 || ds[0] != S)
-    return kernel_error("BinaryLinear", "shape mismatch between X [..,K], W [S,N,row_bytes(K)], alpha [S,N], bias [N], steps [S]", y, ny);
-  if (M == 0) return;
-  const float* steps = g_api.data<float>(vs);
-  std::vector<bebert::ActQuant> act(S);
-  for (int s = 0; s < S; ++s) act[s] = bebert::ActQuant{kern->mode, kern->bits, kern->symmetric, steps[s]};
-  bebert::BinaryLinearArgs a;
-  a.M = M; a.N = N; a.K = K; a.S = S;
-  a.x = g_api.data<float>(vx); a.w = g_api.data<uint8_t>(vw); a.alpha = g_api.data<float>(va);
-  a.bias = g_api.data<float>(vb); a.act = act.data(); a.y = y; a.threads = g_threads;
-  const std::string err = bebert::validate(a);
-  if (!err.empty()) return kernel_error("BinaryLinear", err, y, ny);
-  bebert::binary_linear_examples(a, dx.size() >= 2 ? static_cast<int>(dx[0]) : 1);
+  if (!kern->attr_error.empty()) return op_error("BinaryLinear", kern->attr_error);
+  const Tensor x = g_api.view(g_api.input(ctx, 0)), w = g_api.view(g_api.input(ctx, 1)),
+               alpha = g_api.view(g_api.input(ctx, 2)), bias = g_api.view(g_api.input(ctx, 3)),
+               steps = g_api.view(g_api.input(ctx, 4));
+  if (!bias.data) return op_error("BinaryLinear", "the bias input is missing");
+  bebert::ops::LinearPlan plan;
+  std::string err = bebert::ops::check_linear(x, w, alpha, bias, steps, kern->attrs, &plan);
+  if (!err.empty()) return op_error("BinaryLinear", err);
+  OrtValue* vy = g_api.output(ctx, 0, plan.out_dims);
+  float* y = vy ? g_api.data<float>(vy) : nullptr;
+  if (!y && plan.M > 0) return op_error("BinaryLinear", "cannot allocate the output");
+  err = bebert::ops::run_linear(plan, x, w, alpha, bias, y, g_threads);
+  return err.empty() ? nullptr : op_error("BinaryLinear", err);
 }
 
-// ---- BinaryEmbedding ------------------------------------------------------------------------------------
-// inputs: ids int64 [...], table uint8 [S, V, row_bytes(D)], scales float [S, V]; attribute: dim (D)
-// output: float [..., D] = sum_s scales[s, id] * sign(table[s, id])
+// ---- BinaryEmbedding (runtime/OPS.md) -------------------------------------------------------------------
 struct EmbeddingKernel {
-  int dim;
+  int64_t dim;  // 0 when the attribute is missing: check_embedding refuses it (as above, at compute time)
 };
 
-void* embedding_create(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info) noexcept {
+OrtStatus* embedding_create(OpFn, const OrtApi*, const OrtKernelInfo* info, void** kernel) noexcept {
   int64_t dim = 0;
   g_api.attr_int(info, "dim", &dim);
-  return new (std::nothrow) EmbeddingKernel{static_cast<int>(dim)};
+  *kernel = new (std::nothrow) EmbeddingKernel{dim};
+  return *kernel ? nullptr : op_error("BinaryEmbedding", "out of memory");
 }
 
-void embedding_compute(void* k, OrtKernelContext* ctx) noexcept {
-  const int D = static_cast<const EmbeddingKernel*>(k)->dim;
-  const OrtValue* vi = g_api.input(ctx, 0);
-  const OrtValue* vt = g_api.input(ctx, 1);
-  const OrtValue* vs = g_api.input(ctx, 2);
-  if (!vi || !vt || !vs) return kernel_error("BinaryEmbedding", "missing input", nullptr, 0);
-  const auto di = g_api.shape(vi), dt = g_api.shape(vt), ds = g_api.shape(vs);
-  std::vector<int64_t> dy(di.begin(), di.end());
-  dy.push_back(D);
-  OrtValue* vy = g_api.output(ctx, 0, dy);
-  if (!vy) return kernel_error("BinaryEmbedding", "cannot allocate output", nullptr, 0);
-  float* y = g_api.data<float>(vy);
-  const int64_t n = product(di, 0, di.size());
-  const size_t ny = static_cast<size_t>(n) * D;
-  if (D <= 0 || dt.size() != 3 || dt[2] != bebert::row_bytes(D) || ds.size() != 2 || ds[0] != dt[0] || ds[1] != dt[1])
-    return kernel_error("BinaryEmbedding", "shape mismatch between table [S,V,row_bytes(D)] and scales [S,V]", y, ny);
-  if (bebert::binary_embedding(g_api.data<int64_t>(vi), n, g_api.data<uint8_t>(vt), static_cast<int>(dt[0]), dt[1], D,
-                               g_api.data<float>(vs), y) > 0)
-    kernel_error("BinaryEmbedding", "token id out of range", nullptr, 0);
+OrtStatus* embedding_compute(void* k, OrtKernelContext* ctx) noexcept {
+  const Tensor ids = g_api.view(g_api.input(ctx, 0)), table = g_api.view(g_api.input(ctx, 1)),
+               scales = g_api.view(g_api.input(ctx, 2));
+  bebert::ops::EmbeddingPlan plan;
+  const std::string err =
+      bebert::ops::check_embedding(ids, table, scales, nullptr, static_cast<const EmbeddingKernel*>(k)->dim, &plan);
+  if (!err.empty()) return op_error("BinaryEmbedding", err);
+  OrtValue* vy = g_api.output(ctx, 0, plan.out_dims);
+  float* y = vy ? g_api.data<float>(vy) : nullptr;
+  if (!y && plan.n > 0) return op_error("BinaryEmbedding", "cannot allocate the output");
+  bebert::ops::run_embedding(plan, ids, table, scales, nullptr, y);
+  return nullptr;
 }
+
+// Version-1 entry points: part of the struct, but ONNX Runtime calls the V2 pair above whenever the struct's
+// version is >= 16 (and RegisterCustomOps refuses runtimes older than 1.16).
+void* linear_create_v1(OpFn op, const OrtApi* api, const OrtKernelInfo* info) noexcept {
+  void* k = nullptr;
+  g_api.release(linear_create(op, api, info, &k));
+  return k;
+}
+void* embedding_create_v1(OpFn op, const OrtApi* api, const OrtKernelInfo* info) noexcept {
+  void* k = nullptr;
+  g_api.release(embedding_create(op, api, info, &k));
+  return k;
+}
+void linear_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.release(linear_compute(k, ctx)); }
+void embedding_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.release(embedding_compute(k, ctx)); }
 
 // ---- op descriptors -------------------------------------------------------------------------------------
-const char* linear_name(const OrtCustomOp*) noexcept { return "BinaryLinear"; }
-const char* embedding_name(const OrtCustomOp*) noexcept { return "BinaryEmbedding"; }
-const char* cpu_provider(const OrtCustomOp*) noexcept { return nullptr; }
-int linear_input_type(const OrtCustomOp*, size_t i) noexcept { return i == 1 ? kUint8 : kFloat; }
-size_t linear_input_count(const OrtCustomOp*) noexcept { return 5; }
-int embedding_input_type(const OrtCustomOp*, size_t i) noexcept { return i == 0 ? kInt64 : i == 1 ? kUint8 : kFloat; }
-size_t embedding_input_count(const OrtCustomOp*) noexcept { return 3; }
-int float_output(const OrtCustomOp*, size_t) noexcept { return kFloat; }
-size_t one_output(const OrtCustomOp*) noexcept { return 1; }
+const char* linear_name(OpFn) noexcept { return "BinaryLinear"; }
+const char* embedding_name(OpFn) noexcept { return "BinaryEmbedding"; }
+const char* cpu_provider(OpFn) noexcept { return nullptr; }
+int linear_input_type(OpFn, size_t i) noexcept { return i == 1 ? kOnnxUint8 : kOnnxFloat; }
+size_t linear_input_count(OpFn) noexcept { return 5; }
+int embedding_input_type(OpFn, size_t i) noexcept { return i == 0 ? kOnnxInt64 : i == 1 ? kOnnxUint8 : kOnnxFloat; }
+size_t embedding_input_count(OpFn) noexcept { return 3; }
+int float_output(OpFn, size_t) noexcept { return kOnnxFloat; }
+size_t one_output(OpFn) noexcept { return 1; }
 void linear_destroy(void* k) noexcept { delete static_cast<LinearKernel*>(k); }
 void embedding_destroy(void* k) noexcept { delete static_cast<EmbeddingKernel*>(k); }
-int required(const OrtCustomOp*, size_t) noexcept { return 0; }       // INPUT_OUTPUT_REQUIRED
-int default_memory(const OrtCustomOp*, size_t) noexcept { return 0; }  // OrtMemTypeDefault
+int required(OpFn, size_t) noexcept { return 0; }       // INPUT_OUTPUT_REQUIRED
+int default_memory(OpFn, size_t) noexcept { return 0; }  // OrtMemTypeDefault
+int one(OpFn) noexcept { return 1; }  // variadic arity / homogeneity: never asked (no variadic inputs)
 
-const OrtCustomOp kLinearOp = {kApiVersion, linear_create, linear_name, cpu_provider, linear_input_type,
-                               linear_input_count, float_output, one_output, linear_compute, linear_destroy,
-                               required, required, default_memory};
-const OrtCustomOp kEmbeddingOp = {kApiVersion, embedding_create, embedding_name, cpu_provider, embedding_input_type,
-                                  embedding_input_count, float_output, one_output, embedding_compute,
-                                  embedding_destroy, required, required, default_memory};
+const OrtCustomOp kLinearOp = {kCustomOpVersion, linear_create_v1, linear_name, cpu_provider, linear_input_type,
+                               linear_input_count, float_output, one_output, linear_compute_v1, linear_destroy,
+                               required, required, default_memory, one, one, one, one, linear_create, linear_compute,
+                               nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+const OrtCustomOp kEmbeddingOp = {kCustomOpVersion, embedding_create_v1, embedding_name, cpu_provider,
+                                  embedding_input_type, embedding_input_count, float_output, one_output,
+                                  embedding_compute_v1, embedding_destroy, required, required, default_memory, one,
+                                  one, one, one, embedding_create, embedding_compute, nullptr, nullptr, nullptr,
+                                  nullptr, nullptr, nullptr, nullptr};
 
 OrtCustomOpDomain* g_domain = nullptr;  // must outlive every session: created once, never released
 

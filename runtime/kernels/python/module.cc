@@ -7,8 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "../bgemm/bgemm.h"
-#include "../core/bitpack.h"
+#include "../core/op_checks.h"
 
 namespace py = pybind11;
 using namespace bebert;
@@ -33,35 +32,42 @@ ActMode parse_mode(const std::string& s) {
   throw std::invalid_argument("unknown activation mode '" + s + "' (float, int, sign)");
 }
 
+// Wraps a numpy array as the view the shared op checks take (kernels/core/op_checks.h).
+template <typename A>
+ops::Tensor view(const A& a, ops::DType type) {
+  ops::Tensor t;
+  t.type = type;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) t.dims.push_back(a.shape(i));
+  t.data = a.data();
+  return t;
+}
+
 py::array_t<float> binary_linear_py(F32 x, U8 w, F32 alpha, py::object bias, const std::string& act_mode, int act_bits,
                                     bool act_symmetric, F32 act_steps, int threads, const std::string& isa) {
   if (x.ndim() != 2) throw std::invalid_argument("x must be float32 [M, K]");
-  if (w.ndim() != 3) throw std::invalid_argument("w must be uint8 [S, N, row_bytes(K)]");
-  const int M = int(x.shape(0)), K = int(x.shape(1)), S = int(w.shape(0)), N = int(w.shape(1));
-  if (w.shape(2) != row_bytes(K))
-    throw std::invalid_argument("w rows have " + std::to_string(w.shape(2)) + " bytes, expected " +
-                                std::to_string(row_bytes(K)) + " for K=" + std::to_string(K));
-  if (alpha.ndim() != 2 || alpha.shape(0) != S || alpha.shape(1) != N)
-    throw std::invalid_argument("alpha must be float32 [S, N]");
-  if (act_steps.ndim() != 1 || act_steps.shape(0) != S) throw std::invalid_argument("act_steps must be float32 [S]");
   F32 b;
-  const float* bptr = nullptr;
+  ops::Tensor tb;  // no data: no bias
   if (!bias.is_none()) {
     b = bias.cast<F32>();
-    if (b.ndim() != 1 || b.shape(0) != N) throw std::invalid_argument("bias must be float32 [N]");
-    bptr = b.data();
+    tb = view(b, ops::DType::kF32);
   }
-  std::vector<ActQuant> act(S);
-  for (int s = 0; s < S; ++s) act[s] = ActQuant{parse_mode(act_mode), act_bits, act_symmetric, act_steps.data()[s]};
-  py::array_t<float> y({M, N});
-  BinaryLinearArgs a;
-  a.M = M; a.N = N; a.K = K; a.S = S; a.x = x.data(); a.w = w.data(); a.alpha = alpha.data(); a.bias = bptr;
-  a.act = act.data(); a.y = y.mutable_data(); a.threads = threads;
-  const std::string err = validate(a);
+  const ops::ActAttrs attrs{static_cast<int64_t>(parse_mode(act_mode)), act_bits, act_symmetric ? 1 : 0};
+  const ops::Tensor tx = view(x, ops::DType::kF32), tw = view(w, ops::DType::kU8), ta = view(alpha, ops::DType::kF32),
+                    ts = view(act_steps, ops::DType::kF32);
+  ops::LinearPlan plan;
+  std::string err = ops::check_linear(tx, tw, ta, tb, ts, attrs, &plan);
   if (!err.empty()) throw std::invalid_argument(err);
+  if (threads < 1) throw std::invalid_argument("threads must be >= 1");
   const Isa want = parse_isa(isa);
   if (want != Isa::kAuto && !isa_supported(want))
     throw std::invalid_argument(std::string("isa '") + isa + "' is not supported on this CPU");
+  py::array_t<float> y({plan.M, plan.N});
+  BinaryLinearArgs a;
+  a.M = plan.M; a.N = plan.N; a.K = plan.K; a.S = plan.S; a.x = x.data(); a.w = w.data(); a.alpha = alpha.data();
+  a.bias = static_cast<const float*>(tb.data); a.act = plan.act.data(); a.y = y.mutable_data(); a.threads = threads;
+  if (plan.M == 0) return y;
+  err = validate(a);
+  if (!err.empty()) throw std::invalid_argument(err);
   {
     py::gil_scoped_release release;
     binary_linear(a, want);

@@ -209,9 +209,8 @@ BEBERT_AVX2 void lut_tables_avx2(const int8_t* v, int G, int8_t* tables) {
 
 }  // namespace
 
-BEBERT_AVX2 void lut_prepare_avx2(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N,
-                                  LutPrep& prep, int threads) {
-  lut_prepare_impl(x, M, K, q, w, N, prep, threads, lut_codes_avx2, lut_tables_avx2);
+BEBERT_AVX2 void lut_row_tables_avx2(const float* x, int K, const RowQuant& q, int8_t* tables) {
+  lut_row_tables_impl(x, K, q, tables, lut_codes_avx2, lut_tables_avx2);
 }
 
 namespace {
@@ -220,9 +219,9 @@ template <int MT>
 BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
   const int RB = prep.RB, G = 2 * RB, N = prep.N;
   const __m256i low = _mm256_set1_epi8(0x0f);
-  const uint8_t* wb = prep.wt.data() + static_cast<size_t>(nb) * RB * 32;
+  const uint8_t* wb = prep.wt + static_cast<size_t>(nb) * RB * 32;
   const int8_t* tb[MT];
-  for (int t = 0; t < MT; ++t) tb[t] = prep.tables.data() + static_cast<size_t>(m0 + t) * G * 16;
+  for (int t = 0; t < MT; ++t) tb[t] = prep.tables + static_cast<size_t>(m0 + t) * G * 16;
   int32_t total[MT][32] = {};
   for (int p0 = 0; p0 < RB; p0 += kLutPairsPerFlush) {
     const int p1 = std::min(RB, p0 + kLutPairsPerFlush);
@@ -301,7 +300,7 @@ void counts_avx2(const CountArgs& c, int n0, int n1) { counts_scalar(c, n0, n1);
 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* planes) {
   return quantize_row_scalar(x, K, q, planes);
 }
-void lut_prepare_avx2(const float*, int, int, const RowQuant&, const uint8_t*, int, LutPrep&, int) {}
+void lut_row_tables_avx2(const float*, int, const RowQuant&, int8_t*) {}
 void lut_dots_avx2(const LutPrep&, int32_t*, int, int) {}
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   float_dots_scalar(x, M, K, w, N, y, n0, n1);

@@ -1,0 +1,243 @@
+// x86-64 AVX-512 hot loops (F/BW/VL + VBMI + VNNI + VPOPCNTDQ: Ice Lake / Sapphire Rapids / Zen 4 and later),
+// compiled with function-level target attributes so the library still loads and runs on AVX2-only CPUs
+// (bgemm.cc dispatches here only after isa_supported(Isa::kAvx512) checked every feature with cpuid).
+//
+// Table lookup (2..4-bit and sign activations), the layout in bgemm.h (Avx512Part) and lut_prepare.h:
+// per quad of 16 weights one 64-byte table vector holds four 16-entry tables; vpermb looks up 16 rows x 4 groups
+// at once and vpdpbusd with a vector of ones sums each row's 4 int8 lookups into its int32 lane. Per 256 weight
+// x activation products that is one vpermb and one vpdpbusd, and the int32 sums never need widening. The
+// epilogue (scale, zero offset, second TWS half, bias) runs on the accumulators in registers, with the same float
+// operations in the same order as the shared epilogue in bgemm.cc, so integer modes stay bit-identical.
+// Ideas from T-MAC (table lookup over weight-bit groups) and KERNEL-FACTS.md's VBMI notes; the code is ours.
+//
+// Popcount path (5..8-bit activations; sign activations when the table path is not used): VPOPCNTQ over
+// AND / XOR of activation bit planes and weight rows, one horizontal sum per output.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+
+#include "../core/bitpack.h"
+#include "bgemm.h"
+#include "lut_prepare.h"
+
+#if defined(__x86_64__)
+// GCC 12's AVX-512 headers build some intrinsics (shifts, reductions) on a self-initialised `__Y` placeholder,
+// which -Wmaybe-uninitialized reports in target-attribute functions: a false positive in the header, not here.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+namespace bebert {
+namespace {
+
+#define BEBERT_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx512vpopcntdq,avx2,fma,popcnt,bmi2")))
+
+BEBERT_AVX512 inline __mmask16 first_n16(int n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max(n, 0)) - 1u);
+}
+
+// 16 centred codes v = clamp(nearbyint((x - offset) / step), qn, qp) - qn - 2^(B-1) (kSign: sign(x)), zero past
+// `valid` elements; the float operations of lut_codes_scalar, 16 at a time.
+BEBERT_AVX512 inline __m128i codes16(const float* x, int valid, const RowQuant& q) {
+  const __mmask16 m = first_n16(valid);
+  const __m512 xv = _mm512_maskz_loadu_ps(m, x);
+  if (q.mode == ActMode::kSign) {
+    const __mmask16 neg = _mm512_cmp_ps_mask(xv, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm_maskz_mov_epi8(m, _mm_mask_blend_epi8(neg, _mm_set1_epi8(1), _mm_set1_epi8(-1)));
+  }
+  __m512 f = _mm512_div_ps(_mm512_sub_ps(xv, _mm512_set1_ps(q.offset)), _mm512_set1_ps(q.step));
+  f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(static_cast<float>(q.qn))), _mm512_set1_ps(static_cast<float>(q.qp)));
+  const __m512i v = _mm512_sub_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.qn + (1 << (q.B - 1))));
+  return _mm_maskz_mov_epi8(m, _mm512_cvtepi32_epi8(v));
+}
+
+}  // namespace
+
+// tables[q][g][i] = sum_r v_(16q + 4g + r) * (bit r of i ? -1 : +1): per quad, vpermb broadcasts code 4g + r of
+// the 16 codes to the 16 bytes of group g, and a masked subtract applies the sign pattern of bit r.
+BEBERT_AVX512 void lut_row_tables_avx512(const float* x, int K, const RowQuant& q, int8_t* tables) {
+  const int Q = row_bytes(K) / 2;
+  alignas(64) int8_t idx_bytes[4][64];
+  __mmask64 neg[4];
+  for (int r = 0; r < 4; ++r) {
+    uint64_t bits = 0;
+    for (int b = 0; b < 64; ++b) {
+      idx_bytes[r][b] = static_cast<int8_t>(4 * (b >> 4) + r);
+      if (((b & 15) >> r) & 1) bits |= uint64_t{1} << b;
+    }
+    neg[r] = bits;
+  }
+  __m512i idx[4];
+  for (int r = 0; r < 4; ++r) idx[r] = _mm512_load_si512(idx_bytes[r]);
+  for (int qd = 0; qd < Q; ++qd) {
+    const int k0 = 16 * qd;
+    const __m128i v = k0 < K ? codes16(x + k0, K - k0, q) : _mm_setzero_si128();
+    const __m512i src = _mm512_broadcast_i32x4(v);
+    __m512i t = _mm512_setzero_si512();
+    for (int r = 0; r < 4; ++r) {
+      const __m512i e = _mm512_permutexvar_epi8(idx[r], src);
+      t = _mm512_mask_sub_epi8(_mm512_add_epi8(t, e), neg[r], t, e);
+    }
+    _mm512_storeu_si512(tables + 64 * qd, t);
+  }
+}
+
+namespace {
+
+// Epilogue of one 16-row group for one token: val as in Avx512Part, y = alpha * val (+ previous halves) (+ bias).
+BEBERT_AVX512 inline __m512 part_value(const Avx512Part& p, __m512i acc, int n, __mmask16 m) {
+  const __m512 alpha = _mm512_maskz_loadu_ps(m, p.alpha + n);
+  if (p.sign) return _mm512_mul_ps(alpha, _mm512_cvtepi32_ps(acc));
+  const __m512i rs = _mm512_loadu_si512(p.rowsum + n);  // padded to a multiple of 64 rows
+  const __m512i qdot = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(p.c), rs));
+  const __m512 val = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(p.step), _mm512_cvtepi32_ps(qdot)),
+                                   _mm512_mul_ps(_mm512_set1_ps(p.offset), _mm512_cvtepi32_ps(rs)));
+  return _mm512_mul_ps(alpha, val);
+}
+
+// acc[t][z] over all Q quads: token t's tables at tab[t] (64 bytes per quad), weight vector z at w[z] (the 4
+// vectors of a quad are 256 bytes apart from the next quad's).
+template <int MT, int Z>
+BEBERT_AVX512 inline void lut_accumulate(const int8_t* const* tab, const uint8_t* const* w, int Q, __m512i (&acc)[MT][Z]) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int t = 0; t < MT; ++t)
+    for (int z = 0; z < Z; ++z) acc[t][z] = _mm512_setzero_si512();
+  for (int q = 0; q < Q; ++q) {
+    __m512i wv[Z];
+    for (int z = 0; z < Z; ++z) wv[z] = _mm512_loadu_si512(w[z] + static_cast<size_t>(q) * 256);
+    for (int t = 0; t < MT; ++t) {
+      const __m512i tb = _mm512_loadu_si512(tab[t] + static_cast<size_t>(q) * 64);
+      for (int z = 0; z < Z; ++z) acc[t][z] = _mm512_dpbusd_epi32(acc[t][z], ones, _mm512_permutexvar_epi8(wv[z], tb));
+    }
+  }
+}
+
+// One 64-row tile for tokens [t0, t0 + MT) of one part (PAIR: both parts over one shared table, Z = 8).
+// mode: 0 = y = part, 1 = y = y + part (second half of an untied pair); bias added when `bias` is non-null.
+template <int MT, bool PAIR>
+BEBERT_AVX512 void lut_tile(const Avx512Part* parts, int s, int Q, size_t tstride, int t0, int tile, int N, int n1,
+                            int mode, const float* bias, float* y) {
+  constexpr int Z = PAIR ? 8 : 4;
+  const int8_t* tab[MT];
+  for (int t = 0; t < MT; ++t) tab[t] = parts[s].tables + (t0 + t) * tstride;
+  const uint8_t* w[Z];
+  for (int z = 0; z < Z; ++z) w[z] = parts[PAIR ? z / 4 : s].wt + static_cast<size_t>(tile) * Q * 256 + 64 * (z % 4);
+  __m512i acc[MT][Z];
+  lut_accumulate<MT, Z>(tab, w, Q, acc);
+  for (int j = 0; j < 4; ++j) {
+    const int n = tile * 64 + 16 * j;
+    if (n >= n1) break;
+    const __mmask16 m = first_n16(n1 - n);
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
+    for (int t = 0; t < MT; ++t) {
+      float* yr = y + static_cast<size_t>(t0 + t) * N + n;
+      __m512 v = part_value(parts[PAIR ? 0 : s], acc[t][j], n, m);
+      if (PAIR) v = _mm512_add_ps(v, part_value(parts[1], acc[t][4 + j], n, m));
+      else if (mode == 1) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, yr), v);
+      if (bias) v = _mm512_add_ps(v, b);
+      _mm512_mask_storeu_ps(yr, m, v);
+    }
+  }
+}
+
+template <bool PAIR, int MT>
+BEBERT_AVX512 void lut_tiles(const Avx512Part* parts, int s, int Q, int mc, int N, int n0, int n1, int mode,
+                             const float* bias, float* y) {
+  const size_t tstride = static_cast<size_t>(Q) * 64;
+  for (int tile = n0 / 64; tile * 64 < n1; ++tile) {
+    int t0 = 0;
+    for (; t0 + MT <= mc; t0 += MT) lut_tile<MT, PAIR>(parts, s, Q, tstride, t0, tile, N, n1, mode, bias, y);
+    for (; t0 < mc; ++t0) lut_tile<1, PAIR>(parts, s, Q, tstride, t0, tile, N, n1, mode, bias, y);
+  }
+}
+
+}  // namespace
+
+BEBERT_AVX512 void lut_gemm_avx512(const Avx512Part* parts, int S, int mc, int N, int RB, int n0, int n1,
+                                   const float* bias, float* y) {
+  const int Q = RB / 2;
+  if (S == 2 && parts[1].tables == parts[0].tables) {
+    lut_tiles<true, 2>(parts, 0, Q, mc, N, n0, n1, 0, bias, y);  // one table load serves both halves
+  } else if (S == 2) {
+    lut_tiles<false, 4>(parts, 0, Q, mc, N, n0, n1, 0, nullptr, y);
+    lut_tiles<false, 4>(parts, 1, Q, mc, N, n0, n1, 1, bias, y);
+  } else {
+    lut_tiles<false, 4>(parts, 0, Q, mc, N, n0, n1, 0, bias, y);
+  }
+}
+
+// --- popcount path -------------------------------------------------------------------------------------------
+namespace {
+
+template <int B, int R, bool XOR>
+BEBERT_AVX512 void counts_block512(const CountArgs& c, int n) {
+  const int Wd = c.Wd;
+  const uint64_t* wr[R];
+  for (int r = 0; r < R; ++r) wr[r] = c.w + static_cast<size_t>(n + r) * Wd;
+  for (int m = 0; m < c.M; ++m) {
+    const uint64_t* pm = c.planes + static_cast<size_t>(m) * B * Wd;
+    __m512i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+    for (int i = 0; i < Wd; i += 8) {
+      const __mmask8 km = static_cast<__mmask8>(Wd - i >= 8 ? 0xFF : (1u << (Wd - i)) - 1u);
+      __m512i p[B];
+      for (int j = 0; j < B; ++j) p[j] = _mm512_maskz_loadu_epi64(km, pm + static_cast<size_t>(j) * Wd + i);
+      for (int r = 0; r < R; ++r) {
+        const __m512i wv = _mm512_maskz_loadu_epi64(km, wr[r] + i);
+        for (int j = 0; j < B; ++j) {
+          const __m512i v = XOR ? _mm512_xor_si512(p[j], wv) : _mm512_and_si512(p[j], wv);
+          acc[r] = _mm512_add_epi64(acc[r], _mm512_slli_epi64(_mm512_popcnt_epi64(v), j));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(64) int64_t lanes[8];  // (GCC 12's _mm512_reduce_add_epi64 trips -Wmaybe-uninitialized)
+      _mm512_store_si512(lanes, acc[r]);
+      int64_t total = 0;
+      for (int i = 0; i < 8; ++i) total += lanes[i];
+      c.counts[static_cast<size_t>(m) * c.N + n + r] = static_cast<int32_t>(total);
+    }
+  }
+}
+
+template <int B, bool XOR>
+BEBERT_AVX512 void counts_rows512(const CountArgs& c, int n0, int n1) {
+  constexpr int R = 4;
+  int n = n0;
+  for (; n + R <= n1; n += R) counts_block512<B, R, XOR>(c, n);
+  for (; n < n1; ++n) counts_block512<B, 1, XOR>(c, n);
+}
+
+}  // namespace
+
+BEBERT_AVX512 void counts_avx512(const CountArgs& c, int n0, int n1) {
+  if (c.use_xor) {
+    if (c.B == 1) return counts_rows512<1, true>(c, n0, n1);
+    return counts_scalar(c, n0, n1);
+  }
+  switch (c.B) {
+    case 1: return counts_rows512<1, false>(c, n0, n1);
+    case 2: return counts_rows512<2, false>(c, n0, n1);
+    case 3: return counts_rows512<3, false>(c, n0, n1);
+    case 4: return counts_rows512<4, false>(c, n0, n1);
+    case 5: return counts_rows512<5, false>(c, n0, n1);
+    case 6: return counts_rows512<6, false>(c, n0, n1);
+    case 7: return counts_rows512<7, false>(c, n0, n1);
+    case 8: return counts_rows512<8, false>(c, n0, n1);
+    default: return counts_scalar(c, n0, n1);
+  }
+}
+
+}  // namespace bebert
+
+#else  // not x86-64: never dispatched (isa_supported(kAvx512) is false)
+
+namespace bebert {
+void lut_row_tables_avx512(const float*, int, const RowQuant&, int8_t*) {}
+void lut_gemm_avx512(const Avx512Part*, int, int, int, int, int, int, const float*, float*) {}
+void counts_avx512(const CountArgs& c, int n0, int n1) { counts_scalar(c, n0, n1); }
+}  // namespace bebert
+
+#endif

@@ -33,7 +33,7 @@ constexpr int kBlockN = 64;   // row granularity of tasks: the AVX-512 tile; two
 constexpr int kSubN = 256;    // rows per inner step of a task: its dots tile stays in L1/L2
 
 // ---- prepared weights -------------------------------------------------------------------------------------
-enum class Layout : int { kRowSums = 0, kRows32 = 1, kQuads64 = 2 };
+enum class Layout : int { kRowSums = 0, kRows32 = 1, kQuads64 = 2, kWords8 = 3 };
 
 struct Prepared {
   std::vector<int32_t> rowsum;  // [N rounded up to 64]: K - 2 * popcount(row), zero for padding rows
@@ -101,6 +101,9 @@ std::shared_ptr<const Prepared> build_prepared(const uint8_t* w, int N, int K, L
   } else if (layout == Layout::kQuads64) {
     p->wt.resize(static_cast<size_t>(Np / 64) * RB * 128);
     lut_arrange_quads64(w, N, RB, p->wt.data());
+  } else if (layout == Layout::kWords8) {
+    p->wt.resize(static_cast<size_t>((N + 7) / 8) * Wd * 64);
+    lut_arrange_words8(w, N, Wd, reinterpret_cast<uint64_t*>(p->wt.data()));
   }
   return p;
 }
@@ -135,7 +138,7 @@ std::shared_ptr<const Prepared> prepared(const uint8_t* w, int N, int K, Layout 
 }
 
 // ---- the work of one call -----------------------------------------------------------------------------------
-enum class Path { kFloat, kLut, kAvx512Lut, kCounts };
+enum class Path { kFloat, kLut, kAvx512Lut, kAvx512Sign, kCounts };
 
 struct Part {
   const uint8_t* w = nullptr;
@@ -155,6 +158,9 @@ bool same_quantizer(const ActQuant& a, const ActQuant& b) {
   return a.bits == b.bits && a.symmetric == b.symmetric && a.step == b.step;
 }
 
+#if defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
 // min over n floats in 16 independent lanes (vectorised by the compiler; min is exact, so the order is free).
 float min_of(const float* x, size_t n) {
   float lanes[16];
@@ -233,6 +239,11 @@ struct Call {
 // Epilogue of rows [n0, n1) for tokens [0, mc): y = sum_s alpha_s * val_s + bias, halves in order (the same float
 // operations, in the same order, on every ISA: integer modes stay bit-identical).
 // ival[s] holds qdot (kInt: sum q * s; kSign: the +-1 dot), fval[s] the float dots; both [mc][ld], column n.
+#if defined(__x86_64__)
+// The AVX2 path's epilogue is vectorised for AVX2 too (an ifunc picks the clone when the CPU has it); separate
+// multiplies and adds either way (-ffp-contract=off), so the clone computes the same floats.
+__attribute__((target_clones("avx2", "default")))
+#endif
 void epilogue(const Call& c, const int32_t* const* ival, const float* const* fval, int ld, int mc, int n0, int n1,
               float* y) {
   const int N = c.N, w = n1 - n0;
@@ -300,7 +311,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
                                                      : lut_row_tables_avx2;
       for (int m = 0; m < mc; ++m) fn(x + static_cast<size_t>(m) * K, K, p.rq, t + static_cast<size_t>(m) * G * 16);
       tabs[s] = t;
-    } else if (p.path == Path::kCounts) {
+    } else if (p.path == Path::kCounts || p.path == Path::kAvx512Sign) {
       const size_t per = static_cast<size_t>(p.rq.B) * Wd;
       uint64_t* pl = scratch(sc.planes[s], static_cast<size_t>(mc) * per);
       int32_t* us = scratch(sc.usum[s], mc);
@@ -312,6 +323,13 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
     }
   }
   // 2. AVX-512: dots and epilogue in registers, all parts in one pass per tile
+  if (c.parts[0].path == Path::kAvx512Sign) {
+    Avx512SignPart sp[2];
+    for (int s = 0; s < c.S; ++s)
+      sp[s] = Avx512SignPart{reinterpret_cast<const uint64_t*>(c.parts[s].prep->wt.data()), c.parts[s].alpha};
+    sign_gemm_avx512(sp, c.S, planes[0], mc, N, K, n0, n1, c.bias, y);
+    return;
+  }
   if (c.parts[0].path == Path::kAvx512Lut) {
     Avx512Part ap[2];
     for (int s = 0; s < c.S; ++s) {
@@ -375,9 +393,18 @@ void run(Call& c) {
     p.rq = row_quant(p.q);
     const bool lut_ok = (p.q.mode == ActMode::kInt && p.q.bits <= 4) || p.q.mode == ActMode::kSign;
     if (p.q.mode == ActMode::kFloat) p.path = Path::kFloat;
+    else if (p.q.mode == ActMode::kSign && c.isa == Isa::kAvx512) p.path = Path::kAvx512Sign;
     else if (lut_ok && c.isa == Isa::kAvx512) p.path = Path::kAvx512Lut;
     else if (lut_ok && (c.isa == Isa::kAvx2 || c.isa == Isa::kNeon)) p.path = Path::kLut;
     else p.path = Path::kCounts;
+  }
+  // The AVX-512 kernels run every part of a call in one pass: only when all parts take the same one of them
+  // (a float or 5..8-bit half beside a table-lookup half is not a layer we export; it takes the general loops).
+  bool one512 = c.parts[0].path == Path::kAvx512Lut || c.parts[0].path == Path::kAvx512Sign;
+  for (int s = 1; s < c.S; ++s) one512 = one512 && c.parts[s].path == c.parts[0].path;
+  for (int s = 0; s < c.S; ++s) {
+    Part& p = c.parts[s];
+    if (!one512 && (p.path == Path::kAvx512Lut || p.path == Path::kAvx512Sign)) p.path = Path::kCounts;
     for (int t = 0; t < s; ++t)
       if (same_quantizer(c.parts[t].q, p.q) && c.parts[t].path == p.path && p.path != Path::kFloat)
         p.shares_tables_with = t;
@@ -386,24 +413,12 @@ void run(Call& c) {
       p.rq.offset = (p.shares_tables_with >= 0) ? c.parts[p.shares_tables_with].rq.offset
                                                : parallel_min(c.x, static_cast<size_t>(M) * K, c.threads);
     }
-    const Layout layout = p.path == Path::kAvx512Lut ? Layout::kQuads64
-                          : p.path == Path::kLut     ? Layout::kRows32
-                                                     : Layout::kRowSums;
+    const Layout layout = p.path == Path::kAvx512Lut    ? Layout::kQuads64
+                          : p.path == Path::kAvx512Sign ? Layout::kWords8
+                          : p.path == Path::kLut        ? Layout::kRows32
+                                                        : Layout::kRowSums;
     if (p.path != Path::kFloat) p.prep = prepared(p.w, N, K, layout);
   }
-  // AVX-512 runs every part in one pass: only when all parts take its path (else each ISA's own loops).
-  bool all512 = true;
-  for (int s = 0; s < c.S; ++s) all512 = all512 && c.parts[s].path == Path::kAvx512Lut;
-  if (!all512)
-    for (int s = 0; s < c.S; ++s)
-      if (c.parts[s].path == Path::kAvx512Lut) {
-        c.parts[s].path = Path::kCounts;
-        c.parts[s].prep = prepared(c.parts[s].w, N, K, Layout::kRowSums);
-        c.parts[s].shares_tables_with = -1;
-        for (int t = 0; t < s; ++t)
-          if (same_quantizer(c.parts[t].q, c.parts[s].q) && c.parts[t].path == Path::kCounts)
-            c.parts[s].shares_tables_with = t;
-      }
   // Tasks: token chunks of >= 8 tokens (tables built once per token), then row chunks for the rest of the
   // threads' share, at least 4 tasks per thread so the dynamic schedule balances a busy machine.
   const int want = 4 * c.threads;

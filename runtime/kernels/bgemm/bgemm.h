@@ -125,7 +125,17 @@ struct Avx512Part {
 void lut_row_tables_avx512(const float* x, int K, const RowQuant& q, int8_t* tables);
 // y[m * N + n] for m < mc and n in [n0, n1), n0 a multiple of 64; S parts in order, then the bias.
 void lut_gemm_avx512(const Avx512Part* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias, float* y);
-void counts_avx512(const CountArgs& c, int n0, int n1);  // VPOPCNTDQ
+void counts_avx512(const CountArgs& c, int n0, int n1);  // VPOPCNTDQ, one horizontal sum per output
+// Sign activations (W1A1) with VPOPCNTQ: 8 weight rows in the 8 qword lanes (lut_arrange_words8), a broadcast
+// 64-bit activation word per step, popcount(a XOR w) accumulated per lane, so no per-output horizontal sums.
+// planes[m * Wd + i]: sign bits of token m. y[m * N + n] for m < mc, n in [n0, n1) (n0 a multiple of 8):
+// y = sum_s alpha_s[n] * float(K - 2 * popcount_s) + bias[n], parts in order.
+struct Avx512SignPart {
+  const uint64_t* wt;     // lut_arrange_words8 layout
+  const float* alpha;     // [N]
+};
+void sign_gemm_avx512(const Avx512SignPart* parts, int S, const uint64_t* planes, int mc, int N, int K, int n0, int n1,
+                      const float* bias, float* y);
 // y[m * N + n] = sum_k x[m * K + k] * sign_n(k), rows n in [n0, n1) (no scale, no bias).
 void float_dots_scalar(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);

@@ -8,6 +8,7 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "../core/bitpack.h"
@@ -82,6 +83,16 @@ inline void lut_arrange_quads64(const uint8_t* w, int N, int RB, uint8_t* wt) {
       }
     }
   }
+}
+
+// Arranges W [N, Wd words] for sign_gemm_avx512: wt[block][i][r] = word i of row 8 * block + r (zero rows pad the
+// last block of 8). Same size as the packed weights.
+inline void lut_arrange_words8(const uint8_t* w, int N, int Wd, uint64_t* wt) {
+  const int NB = (N + 7) / 8;
+  std::fill(wt, wt + static_cast<size_t>(NB) * Wd * 8, 0);
+  for (int n = 0; n < N; ++n)
+    for (int i = 0; i < Wd; ++i)
+      std::memcpy(wt + (static_cast<size_t>(n / 8) * Wd + i) * 8 + n % 8, w + (static_cast<size_t>(n) * Wd + i) * 8, 8);
 }
 
 // int16 accumulators: each byte pair adds at most 2 * 32 in magnitude, so 511 pairs cannot overflow.

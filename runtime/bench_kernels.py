@@ -228,7 +228,7 @@ def print_table(res: dict) -> None:
     t = Table(title=f"BinaryLinear kernels vs ONNX Runtime — {res['cpu']} (paths: {', '.join(res['isas'])}), "
                     f"median of {res['runs']}, interleaved")
     for c in ("M", "N x K", "thr", "kernel", "ms", "GOP/s", "vs ORT fp32", "vs ORT int8"):
-        t.add_column(c, justify="right")
+        t.add_column(c, justify="right", no_wrap=True)
     for r in res["rows"]:
         t.add_row(str(r["M"]), f"{r['N']}x{r['K']}", str(r["threads"]), r["kernel"], f"{r['median_ms']:.3f}",
                   f"{r['gop_s']:.0f}", f"{r['speedup_vs_ort_fp32']:.2f}x", f"{r['speedup_vs_ort_int8']:.2f}x")

@@ -186,14 +186,24 @@ BEBERT_AVX2 void lut_codes_avx2(const float* x, int K, const RowQuant& q, int8_t
 // lut_tables_scalar, two groups per 256-bit register: T = sum_r sign(broadcast(v_r), s_r), s_r = the +-1
 // pattern of bit r over the 16 table indices.
 BEBERT_AVX2 void lut_tables_avx2(const int8_t* v, int G, int8_t* tables) {
+  // Constants built once (this runs once per token): idx[r] broadcasts code r of each of the two groups, sgn[r]
+  // is the +-1 pattern of bit r over the 16 table indices (both in the two 128-bit lanes).
+  struct Consts {
+    alignas(32) int8_t idx[4][32];
+    alignas(32) int8_t sgn[4][32];
+    Consts() {
+      for (int r = 0; r < 4; ++r)
+        for (int i = 0; i < 32; ++i) {
+          idx[r][i] = static_cast<int8_t>((i < 16 ? 0 : 4) + r);
+          sgn[r][i] = ((i & 15) >> r) & 1 ? -1 : 1;
+        }
+    }
+  };
+  static const Consts consts;
   __m256i idx[4], sgn[4];
   for (int r = 0; r < 4; ++r) {
-    idx[r] = _mm256_setr_epi8(r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r,
-                              4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r,
-                              4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r);
-    alignas(32) int8_t s[32];
-    for (int i = 0; i < 32; ++i) s[i] = ((i & 15) >> r) & 1 ? -1 : 1;
-    sgn[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(s));
+    idx[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(consts.idx[r]));
+    sgn[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(consts.sgn[r]));
   }
   int g = 0;
   for (; g + 2 <= G; g += 2) {

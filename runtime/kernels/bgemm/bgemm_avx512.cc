@@ -63,28 +63,27 @@ BEBERT_AVX512 inline __m128i codes16(const float* x, int valid, const RowQuant& 
 // the 16 codes to the 16 bytes of group g, and a masked subtract applies the sign pattern of bit r.
 BEBERT_AVX512 void lut_row_tables_avx512(const float* x, int K, const RowQuant& q, int8_t* tables) {
   const int Q = row_bytes(K) / 2;
-  alignas(64) int8_t idx_bytes[4][64];
-  __mmask64 neg[4];
-  for (int r = 0; r < 4; ++r) {
-    uint64_t bits = 0;
-    for (int b = 0; b < 64; ++b) {
-      idx_bytes[r][b] = static_cast<int8_t>(4 * (b >> 4) + r);
-      if (((b & 15) >> r) & 1) bits |= uint64_t{1} << b;
-    }
-    neg[r] = bits;
-  }
-  __m512i idx[4];
-  for (int r = 0; r < 4; ++r) idx[r] = _mm512_load_si512(idx_bytes[r]);
+  // Constants in registers (this runs once per token and quantizer, so no per-call setup loops): byte b of
+  // idx[r] is 4 * (b / 16) + r, the code that group b / 16 takes for its bit r; neg[r] marks the table indices
+  // b % 16 whose bit r is set (that weight is -1). Patterns: 0xAAAA, 0xCCCC, 0xF0F0, 0xFF00 per 16 entries.
+  const __m512i group_base = _mm512_set_epi32(0x0C0C0C0C, 0x0C0C0C0C, 0x0C0C0C0C, 0x0C0C0C0C, 0x08080808, 0x08080808,
+                                              0x08080808, 0x08080808, 0x04040404, 0x04040404, 0x04040404, 0x04040404,
+                                              0, 0, 0, 0);
+  const __m512i idx[4] = {group_base, _mm512_add_epi8(group_base, _mm512_set1_epi8(1)),
+                          _mm512_add_epi8(group_base, _mm512_set1_epi8(2)), _mm512_add_epi8(group_base, _mm512_set1_epi8(3))};
+  const __mmask64 neg[4] = {0xAAAAAAAAAAAAAAAAull, 0xCCCCCCCCCCCCCCCCull, 0xF0F0F0F0F0F0F0F0ull, 0xFF00FF00FF00FF00ull};
   for (int qd = 0; qd < Q; ++qd) {
     const int k0 = 16 * qd;
     const __m128i v = k0 < K ? codes16(x + k0, K - k0, q) : _mm_setzero_si128();
     const __m512i src = _mm512_broadcast_i32x4(v);
-    __m512i t = _mm512_setzero_si512();
+    // four independent signed terms, then an add tree (a chain of adds made this latency-bound)
+    __m512i e[4];
+    const __m512i zero = _mm512_setzero_si512();
     for (int r = 0; r < 4; ++r) {
-      const __m512i e = _mm512_permutexvar_epi8(idx[r], src);
-      t = _mm512_mask_sub_epi8(_mm512_add_epi8(t, e), neg[r], t, e);
+      const __m512i v = _mm512_permutexvar_epi8(idx[r], src);
+      e[r] = _mm512_mask_sub_epi8(v, neg[r], zero, v);
     }
-    _mm512_storeu_si512(tables + 64 * qd, t);
+    _mm512_storeu_si512(tables + 64 * qd, _mm512_add_epi8(_mm512_add_epi8(e[0], e[1]), _mm512_add_epi8(e[2], e[3])));
   }
 }
 
@@ -94,6 +93,9 @@ namespace {
 BEBERT_AVX512 inline __m512 part_value(const Avx512Part& p, __m512i acc, int n, __mmask16 m) {
   const __m512 alpha = _mm512_maskz_loadu_ps(m, p.alpha + n);
   if (p.sign) return _mm512_mul_ps(alpha, _mm512_cvtepi32_ps(acc));
+  // Symmetric quantizers have c = 0 and offset = 0: then offset * rowsum is +-0 and adding it changes nothing
+  // (step * float(qdot) is never -0 for step > 0), so the shorter form gives the same floats.
+  if (p.c == 0 && p.offset == 0.0f) return _mm512_mul_ps(alpha, _mm512_mul_ps(_mm512_set1_ps(p.step), _mm512_cvtepi32_ps(acc)));
   const __m512i rs = _mm512_loadu_si512(p.rowsum + n);  // padded to a multiple of 64 rows
   const __m512i qdot = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(p.c), rs));
   const __m512 val = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(p.step), _mm512_cvtepi32_ps(qdot)),

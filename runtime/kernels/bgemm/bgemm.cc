@@ -208,7 +208,9 @@ using DotsFn = void (*)(const LutPrep&, int32_t*, int, int);
 QuantFn quant_for(Isa isa) { return isa == Isa::kAvx2 || isa == Isa::kAvx512 ? quantize_row_avx2 : quantize_row_scalar; }
 CountsFn counts_for(Isa isa) {
   switch (isa) {
+#if defined(__x86_64__)
     case Isa::kAvx512: return counts_avx512;
+#endif
     case Isa::kAvx2: return counts_avx2;
     case Isa::kNeon: return counts_neon;
     default: return counts_scalar;
@@ -309,9 +311,13 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
     }
     if (p.path == Path::kLut || p.path == Path::kAvx512Lut) {
       int8_t* t = scratch(sc.tables[s], static_cast<size_t>(mc) * G * 16);
+#if defined(__x86_64__)
       const TablesFn fn = p.path == Path::kAvx512Lut ? lut_row_tables_avx512
                           : c.isa == Isa::kNeon      ? lut_row_tables_neon
                                                      : lut_row_tables_avx2;
+#else
+      const TablesFn fn = lut_row_tables_neon;
+#endif
       for (int m = 0; m < mc; ++m) fn(x + static_cast<size_t>(m) * K, K, p.rq, t + static_cast<size_t>(m) * G * 16);
       tabs[s] = t;
     } else if (p.path == Path::kCounts || p.path == Path::kAvx512Sign) {
@@ -325,7 +331,9 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       usum[s] = us;
     }
   }
-  // 2. AVX-512: dots and epilogue in registers, all parts in one pass per tile
+  // 2. AVX-512: dots and epilogue in registers, all parts in one pass per tile. (Only x86-64 builds reference
+  //    these symbols, so an aarch64 build links without bgemm_avx512.cc.)
+#if defined(__x86_64__)
   if (c.parts[0].path == Path::kAvx512Sign) {
     Avx512SignPart sp[2];
     for (int s = 0; s < c.S; ++s)
@@ -343,6 +351,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
     lut_gemm_avx512(ap, c.S, mc, N, RB, n0, n1, c.bias, y);
     return;
   }
+#endif
   // 3. other ISAs: integer or float dots per sub-block of rows (tiles of stride N, converted in place to the
   //    integer dot sum q * s), then the shared epilogue
   for (int b0 = n0; b0 < n1; b0 += kSubN) {

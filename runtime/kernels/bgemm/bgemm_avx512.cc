@@ -29,6 +29,7 @@
 // GCC 12's AVX-512 headers build some intrinsics (shifts, reductions) on a self-initialised `__Y` placeholder,
 // which -Wmaybe-uninitialized reports in target-attribute functions: a false positive in the header, not here.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 namespace bebert {
@@ -120,42 +121,43 @@ BEBERT_AVX512 inline void lut_accumulate(const int8_t* const* tab, const uint8_t
   }
 }
 
-// One 64-row tile for tokens [t0, t0 + MT) of one part (PAIR: both parts over one shared table, Z = 8).
-// mode: 0 = y = part, 1 = y = y + part (second half of an untied pair); bias added when `bias` is non-null.
-template <int MT, bool PAIR>
+// One 64-row tile for tokens [t0, t0 + MT) of part s. mode 0: y = part; mode 1: y = y + part (the second TWS
+// half); the bias is added when `bias` is non-null. (A variant holding both halves' accumulators at once, Z = 8
+// over one table load, ran 10-20% slower here than two passes over the same, already built, tables.)
+template <int MT>
 BEBERT_AVX512 void lut_tile(const Avx512Part* parts, int s, int Q, size_t tstride, int t0, int tile, int N, int n1,
                             int mode, const float* bias, float* y) {
-  constexpr int Z = PAIR ? 8 : 4;
+  constexpr int Z = 4;
   const int8_t* tab[MT];
   for (int t = 0; t < MT; ++t) tab[t] = parts[s].tables + (t0 + t) * tstride;
   const uint8_t* w[Z];
-  for (int z = 0; z < Z; ++z) w[z] = parts[PAIR ? z / 4 : s].wt + static_cast<size_t>(tile) * Q * 256 + 64 * (z % 4);
+  for (int z = 0; z < Z; ++z) w[z] = parts[s].wt + static_cast<size_t>(tile) * Q * 256 + 64 * z;
   __m512i acc[MT][Z];
   lut_accumulate<MT, Z>(tab, w, Q, acc);
-  for (int j = 0; j < 4; ++j) {
+  // No early exit in these loops: with a `break` GCC 12 kept the accumulator array on the stack (an indexed
+  // access it could not unroll), storing it back on every step of the loop above.
+  for (int j = 0; j < Z; ++j) {
     const int n = tile * 64 + 16 * j;
-    if (n >= n1) break;
-    const __mmask16 m = first_n16(n1 - n);
+    const __mmask16 m = first_n16(n1 - n);  // empty past n1: masked loads and stores touch nothing
     const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
     for (int t = 0; t < MT; ++t) {
       float* yr = y + static_cast<size_t>(t0 + t) * N + n;
-      __m512 v = part_value(parts[PAIR ? 0 : s], acc[t][j], n, m);
-      if (PAIR) v = _mm512_add_ps(v, part_value(parts[1], acc[t][4 + j], n, m));
-      else if (mode == 1) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, yr), v);
+      __m512 v = part_value(parts[s], acc[t][j], n, m);
+      if (mode == 1) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, yr), v);
       if (bias) v = _mm512_add_ps(v, b);
       _mm512_mask_storeu_ps(yr, m, v);
     }
   }
 }
 
-template <bool PAIR, int MT>
+template <int MT>
 BEBERT_AVX512 void lut_tiles(const Avx512Part* parts, int s, int Q, int mc, int N, int n0, int n1, int mode,
                              const float* bias, float* y) {
   const size_t tstride = static_cast<size_t>(Q) * 64;
   for (int tile = n0 / 64; tile * 64 < n1; ++tile) {
     int t0 = 0;
-    for (; t0 + MT <= mc; t0 += MT) lut_tile<MT, PAIR>(parts, s, Q, tstride, t0, tile, N, n1, mode, bias, y);
-    for (; t0 < mc; ++t0) lut_tile<1, PAIR>(parts, s, Q, tstride, t0, tile, N, n1, mode, bias, y);
+    for (; t0 + MT <= mc; t0 += MT) lut_tile<MT>(parts, s, Q, tstride, t0, tile, N, n1, mode, bias, y);
+    for (; t0 < mc; ++t0) lut_tile<1>(parts, s, Q, tstride, t0, tile, N, n1, mode, bias, y);
   }
 }
 
@@ -163,14 +165,14 @@ BEBERT_AVX512 void lut_tiles(const Avx512Part* parts, int s, int Q, int mc, int 
 
 BEBERT_AVX512 void lut_gemm_avx512(const Avx512Part* parts, int S, int mc, int N, int RB, int n0, int n1,
                                    const float* bias, float* y) {
+  // Parts in order (y = part 0, then y += part 1, then the bias: the order of the shared epilogue). Halves with
+  // one quantizer arrive with one tables pointer: built once, read twice.
   const int Q = RB / 2;
-  if (S == 2 && parts[1].tables == parts[0].tables) {
-    lut_tiles<true, 2>(parts, 0, Q, mc, N, n0, n1, 0, bias, y);  // one table load serves both halves
-  } else if (S == 2) {
-    lut_tiles<false, 4>(parts, 0, Q, mc, N, n0, n1, 0, nullptr, y);
-    lut_tiles<false, 4>(parts, 1, Q, mc, N, n0, n1, 1, bias, y);
+  if (S == 2) {
+    lut_tiles<4>(parts, 0, Q, mc, N, n0, n1, 0, nullptr, y);
+    lut_tiles<4>(parts, 1, Q, mc, N, n0, n1, 1, bias, y);
   } else {
-    lut_tiles<false, 4>(parts, 0, Q, mc, N, n0, n1, 0, bias, y);
+    lut_tiles<4>(parts, 0, Q, mc, N, n0, n1, 0, bias, y);
   }
 }
 
@@ -194,9 +196,8 @@ BEBERT_AVX512 void sign_tile(const Avx512SignPart& p, const uint64_t* planes, in
   }
   const __m256i kk = _mm256_set1_epi32(K);
   for (int z = 0; z < ZB; ++z) {
-    const int n = (blk + z) * 8;
-    if (n >= n1) break;
-    const __mmask8 m = static_cast<__mmask8>(n1 - n >= 8 ? 0xFF : (1u << (n1 - n)) - 1u);
+    const int n = (blk + z) * 8;  // (no early exit: see lut_tile; past n1 the mask is empty)
+    const __mmask8 m = static_cast<__mmask8>(n1 - n >= 8 ? 0xFF : n1 <= n ? 0 : (1u << (n1 - n)) - 1u);
     const __m256 alpha = _mm256_maskz_loadu_ps(m, p.alpha + n);
     for (int t = 0; t < MT; ++t) {
       float* yr = y + static_cast<size_t>(t0 + t) * N + n;

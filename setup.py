@@ -1,14 +1,14 @@
 """C++ extension build (the packed-bit kernels and the native ONNX Runtime op library); metadata lives in
 pyproject.toml. Needs a C++17 compiler (g++ or clang) at install time; nothing else."""
-from glob import glob
+from pathlib import Path
 
 from pybind11.setup_helpers import Pybind11Extension
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_SOURCES = sorted(s for s in glob("runtime/kernels/bgemm/*.cc") + glob("runtime/kernels/bembed/*.cc")
-                        + glob("runtime/kernels/core/*.cc")
-                        if not s.endswith("_test.cc"))
+# The one list of kernel sources (also read by runtime/kernels/test_kernels.sh and scripts/pi-emulated.sh).
+KERNEL_SOURCES = [f"runtime/kernels/{line.strip()}" for line in Path("runtime/kernels/SOURCES").read_text().splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")]
 # -ffp-contract=off keeps the activation quantizer's float arithmetic identical to PyTorch's (no fused
 # multiply-add contraction); explicit FMA intrinsics in the kernels are unaffected.
 CFLAGS = ["-O3", "-std=c++17", "-pthread", "-ffp-contract=off", "-fvisibility=hidden"]

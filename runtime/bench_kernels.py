@@ -1,22 +1,90 @@
-"""Kernel benchmark: our packed-bit BinaryLinear (each activation mode) vs ONNX Runtime fp32 MatMul and
-ONNX Runtime int8 (DynamicQuantizeLinear + MatMulInteger) of the same shape, measured in one run.
+"""Kernel benchmark: our packed-bit BinaryLinear (each activation mode, each ISA path this CPU has, the TWS pair
+with its own and with a shared input quantizer) vs ONNX Runtime fp32 MatMul and ONNX Runtime int8
+(DynamicQuantizeLinear + MatMulInteger) of the same shape, measured in one interleaved run.
 
     python -m bebert_deploy.runtime.bench_kernels [--runs 50] [--json kernels.json] [--quick]
+                                                  [--compare-lib OLD/_ort_ops.so]
 
 Every ONNX Runtime graph and our op run through the same path (an InferenceSession; ours through our native
-custom-op library), so per-call overheads are alike. Prints a table and writes JSON.
+custom-op library), so per-call overheads are alike. The graphs are written as ONNX protobuf bytes by the small
+encoder below, so the benchmark needs only the ``[runtime]`` extra (onnxruntime, numpy), not the ``onnx`` package.
+An ISA row forces that kernel path through ``$BEBERT_ISA`` (read by the kernels on every call); ``--compare-lib``
+adds rows run by another build of the op library (e.g. the previous commit's) in the same interleaved loop.
+Prints a table and writes JSON.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
 import numpy as np
 
 SHAPES = [(768, 768), (3072, 768), (768, 3072), (384, 384), (1536, 384), (384, 1536)]
-MODES = [("W1A32", 0, 32, 1), ("W1A4", 1, 4, 1), ("W1A1", 2, 1, 1), ("W1A4 TWS pair", 1, 4, 2)]
+# name, act_mode, act_bits, TWS parts, steps of the parts. The pair's halves have their own quantizers in
+# BinaryBERT's TWS (different steps: two table builds); a shared quantizer lets one pass serve both halves.
+MODES = [("W1A32", 0, 32, 1, (0.3,)), ("W1A4", 1, 4, 1, (0.3,)), ("W1A1", 2, 1, 1, (0.3,)),
+         ("W1A4 TWS pair", 1, 4, 2, (0.3, 0.31)), ("W1A4 TWS pair shared-q", 1, 4, 2, (0.3, 0.3))]
+# Rows re-run on each slower ISA path this CPU supports (the best path runs every mode).
+ISA_MODES = ("W1A4", "W1A1", "W1A4 TWS pair shared-q")
+ISA_ORDER = ("avx512", "avx2", "neon", "scalar")
+
+
+# ---- a minimal ONNX protobuf writer (the handful of ModelProto fields these graphs use; field numbers from
+# onnx/onnx.proto). Protobuf wire format: key = field << 3 | wire type; 0 varint, 2 length-delimited, 5 fixed32.
+def _varint(v: int) -> bytes:
+    v &= (1 << 64) - 1  # negative int64 as two's complement, ten bytes
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _int(field: int, v: int) -> bytes:
+    return _varint(field << 3) + _varint(v)
+
+
+def _bytes(field: int, b: bytes | str) -> bytes:
+    b = b.encode() if isinstance(b, str) else b
+    return _varint(field << 3 | 2) + _varint(len(b)) + b
+
+
+_ONNX_TYPES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3, np.dtype(np.int64): 7}
+
+
+def _tensor(name: str, a: np.ndarray) -> bytes:  # TensorProto: dims 1, data_type 2, name 8, raw_data 9
+    a = np.ascontiguousarray(a)
+    return b"".join(_int(1, d) for d in a.shape) + _int(2, _ONNX_TYPES[a.dtype]) + _bytes(8, name) + \
+        _bytes(9, a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+def _value_info(name: str, shape) -> bytes:  # ValueInfoProto{name 1, type 2{tensor_type 1{elem_type 1, shape 2}}}
+    dims = b"".join(_bytes(1, _int(1, d)) for d in shape)  # TensorShapeProto.dim 1 {dim_value 1}
+    return _bytes(1, name) + _bytes(2, _bytes(1, _int(1, 1) + _bytes(2, dims)))
+
+
+def _node(op: str, inputs, outputs, domain: str = "", **ints) -> bytes:
+    # NodeProto: input 1, output 2, op_type 4, attribute 5 {name 1, i 3, type 20 (INT = 2)}, domain 7
+    attrs = b"".join(_bytes(5, _bytes(1, k) + _int(3, v) + _int(20, 2)) for k, v in ints.items())
+    return b"".join(_bytes(1, i) for i in inputs) + b"".join(_bytes(2, o) for o in outputs) + _bytes(4, op) + \
+        attrs + (_bytes(7, domain) if domain else b"")
+
+
+def _model(nodes, inits: dict, m: int, k: int, n: int, domains=("",)) -> bytes:
+    # GraphProto: node 1, name 2, initializer 5, input 11, output 12; ModelProto: ir_version 1, graph 7,
+    # opset_import 8 {domain 1, version 2}
+    graph = b"".join(_bytes(1, nd) for nd in nodes) + _bytes(2, "g") + \
+        b"".join(_bytes(5, _tensor(name, a)) for name, a in inits.items()) + \
+        _bytes(11, _value_info("X", [m, k])) + _bytes(12, _value_info("Y", [m, n]))
+    opsets = b"".join(_bytes(8, (_bytes(1, d) if d else b"") + _int(2, 17 if d == "" else 1)) for d in domains)
+    return _int(1, 8) + _bytes(7, graph) + opsets
 
 
 def cpu_model() -> str:
@@ -29,53 +97,58 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _session(model, threads: int):
+def _session(model: bytes, threads: int, lib: str):
     import onnxruntime as ort
-
-    from .session import ort_ops_library
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.register_custom_ops_library(str(ort_ops_library()))
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    so.register_custom_ops_library(lib)
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
-def _graphs(m: int, n: int, k: int, rng):
-    from onnx import TensorProto as T
-    from onnx import helper as h
-    from onnx import numpy_helper as nh
-
+def _graphs(m: int, n: int, k: int, rng) -> dict:
     from .bitpack import pack_bits
 
-    x_info = h.make_tensor_value_info("X", T.FLOAT, [m, k])
-    y_info = h.make_tensor_value_info("Y", T.FLOAT, [m, n])
-    w = rng.standard_normal((k, n)).astype(np.float32)
     models = {}
-    g = h.make_graph([h.make_node("MatMul", ["X", "W"], ["Y"])], "fp32", [x_info], [y_info], [nh.from_array(w, "W")])
-    models["ORT fp32"] = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    models["ORT fp32"] = _model([_node("MatMul", ["X", "W"], ["Y"])], {"W": w}, m, k, n)
     wq = rng.integers(-127, 128, (k, n)).astype(np.int8)
-    nodes = [h.make_node("DynamicQuantizeLinear", ["X"], ["xq", "xs", "xz"]),
-             h.make_node("MatMulInteger", ["xq", "Wq", "xz", "wz"], ["acc"]),
-             h.make_node("Cast", ["acc"], ["accf"], to=T.FLOAT),
-             h.make_node("Mul", ["xs", "ws"], ["sc"]),
-             h.make_node("Mul", ["accf", "sc"], ["Y"])]
-    g = h.make_graph(nodes, "int8", [x_info], [y_info],
-                     [nh.from_array(wq, "Wq"), nh.from_array(np.int8(0), "wz"), nh.from_array(np.float32(0.01), "ws")])
-    models["ORT int8"] = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
-    for name, mode, bits, parts in MODES:
-        packed = pack_bits(rng.standard_normal((parts, n, k)))
-        inits = [nh.from_array(packed, "W"), nh.from_array(np.ones((parts, n), np.float32), "A"),
-                 nh.from_array(np.zeros(n, np.float32), "B"), nh.from_array(np.full(parts, 0.3, np.float32), "S")]
-        node = h.make_node("BinaryLinear", ["X", "W", "A", "B", "S"], ["Y"], domain="bebert", act_mode=mode,
-                           act_bits=bits, act_symmetric=1)
-        g = h.make_graph([node], name, [x_info], [y_info], inits)
-        models[name] = h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("bebert", 1)])
+    nodes = [_node("DynamicQuantizeLinear", ["X"], ["xq", "xs", "xz"]),
+             _node("MatMulInteger", ["xq", "Wq", "xz", "wz"], ["acc"]),
+             _node("Cast", ["acc"], ["accf"], to=1),
+             _node("Mul", ["xs", "ws"], ["sc"]),
+             _node("Mul", ["accf", "sc"], ["Y"])]
+    models["ORT int8"] = _model(nodes, {"Wq": wq, "wz": np.array(0, np.int8), "ws": np.array(0.01, np.float32)}, m, k, n)
+    for name, mode, bits, parts, steps in MODES:
+        inits = {"W": pack_bits(rng.standard_normal((parts, n, k))), "A": np.ones((parts, n), np.float32),
+                 "B": np.zeros(n, np.float32), "S": np.array(steps, np.float32)}
+        node = _node("BinaryLinear", ["X", "W", "A", "B", "S"], ["Y"], domain="bebert", act_mode=mode, act_bits=bits,
+                     act_symmetric=1)
+        models[name] = _model([node], inits, m, k, n, domains=("", "bebert"))
     return models
 
 
-def bench(ms=(1, 128), shapes=SHAPES, threads_list=(1, 2), runs: int = 50, warmup: int = 5, progress=True) -> dict:
+def _isas(lib) -> list[str]:
+    """ISA paths this CPU runs, best first (what the kernels pick without $BEBERT_ISA)."""
+    saved = os.environ.pop("BEBERT_ISA", None)
+    try:
+        best = lib.bebert_isa().decode()
+        out = [best]
+        for isa in ISA_ORDER[ISA_ORDER.index(best) + 1 if best in ISA_ORDER else 0:]:
+            os.environ["BEBERT_ISA"] = isa
+            if lib.bebert_isa().decode() == isa and isa not in out and isa != "scalar":
+                out.append(isa)
+        return out
+    finally:
+        os.environ.pop("BEBERT_ISA", None)
+        if saved is not None:
+            os.environ["BEBERT_ISA"] = saved
+
+
+def bench(ms=(1, 128), shapes=SHAPES, threads_list=(1, 2), runs: int = 50, warmup: int = 5, progress=True,
+          compare_lib: str | None = None) -> dict:
     """Median latencies (ms) of every kernel and baseline per (M, N, K, threads); returns the JSON dict."""
     import ctypes
 
@@ -83,23 +156,52 @@ def bench(ms=(1, 128), shapes=SHAPES, threads_list=(1, 2), runs: int = 50, warmu
 
     from .session import ort_ops_library
 
-    lib = ctypes.CDLL(str(ort_ops_library()))
+    lib_path = str(ort_ops_library())
+    lib = ctypes.CDLL(lib_path)
     lib.bebert_isa.restype = ctypes.c_char_p
+    libs = [lib]
+    if compare_lib:
+        libs.append(ctypes.CDLL(compare_lib))
+    isas = _isas(lib)
     rng = np.random.default_rng(0)
     rows = []
     combos = [(m, n, k, t) for t in threads_list for m in ms for (n, k) in shapes]
     for m, n, k, t in tqdm(combos, desc="kernels", disable=not progress):
-        lib.bebert_set_threads(ctypes.c_int(t))
+        for lb in libs:
+            lb.bebert_set_threads(ctypes.c_int(t))
         x = rng.standard_normal((m, k)).astype(np.float32)
-        sessions = {name: _session(model, t) for name, model in _graphs(m, n, k, rng).items()}
-        times = {name: [] for name in sessions}
-        for name, s in sessions.items():
+        graphs = _graphs(m, n, k, rng)
+        # entries: display name -> (session, forced ISA or None)
+        entries = {}
+        for name, model in graphs.items():
+            if name.startswith("ORT"):
+                entries[name] = (_session(model, t, lib_path), None)
+                continue
+            s = _session(model, t, lib_path)
+            entries[f"{name} [{isas[0]}]"] = (s, None)
+            for isa in isas[1:]:
+                if name in ISA_MODES:
+                    entries[f"{name} [{isa}]"] = (s, isa)
+            if compare_lib and name != "W1A32":
+                entries[f"{name} [compare-lib]"] = (_session(model, t, compare_lib), None)
+        times = {name: [] for name in entries}
+
+        def call(s, isa):
+            if isa:
+                os.environ["BEBERT_ISA"] = isa
+            try:
+                s.run(None, {"X": x})
+            finally:
+                if isa:
+                    del os.environ["BEBERT_ISA"]
+
+        for s, isa in entries.values():
             for _ in range(warmup):
-                s.run(None, {"X": x})
+                call(s, isa)
         for _ in range(runs):  # interleaved, so machine noise hits every entry alike
-            for name, s in sessions.items():
+            for name, (s, isa) in entries.items():
                 t0 = time.perf_counter()
-                s.run(None, {"X": x})
+                call(s, isa)
                 times[name].append(time.perf_counter() - t0)
         ops = 2.0 * m * n * k
         for name, ts in times.items():
@@ -113,17 +215,20 @@ def bench(ms=(1, 128), shapes=SHAPES, threads_list=(1, 2), runs: int = 50, warmu
         r["speedup_vs_ort_int8"] = base[key + ("ORT int8",)] / r["median_ms"]
     import onnxruntime
 
-    return {"cpu": cpu_model(), "machine": platform.machine(), "isa": lib.bebert_isa().decode(),
-            "onnxruntime": onnxruntime.__version__, "runs": runs, "rows": rows}
+    return {"cpu": cpu_model(), "machine": platform.machine(), "isa": isas[0], "isas": isas,
+            "onnxruntime": onnxruntime.__version__, "runs": runs, "compare_lib": compare_lib, "rows": rows,
+            "note": "GOP/s counts 2*M*N*K per GEMM; a TWS pair row does two halves' work (2 binary GEMMs) for the "
+                    "same N x K, as one member's linear slot does"}
 
 
 def print_table(res: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"BinaryLinear kernels vs ONNX Runtime — {res['cpu']} ({res['isa']}), median of {res['runs']}")
+    t = Table(title=f"BinaryLinear kernels vs ONNX Runtime — {res['cpu']} (paths: {', '.join(res['isas'])}), "
+                    f"median of {res['runs']}, interleaved")
     for c in ("M", "N x K", "thr", "kernel", "ms", "GOP/s", "vs ORT fp32", "vs ORT int8"):
-        t.add_column(c, justify="right")
+        t.add_column(c, justify="right", no_wrap=True)
     for r in res["rows"]:
         t.add_row(str(r["M"]), f"{r['N']}x{r['K']}", str(r["threads"]), r["kernel"], f"{r['median_ms']:.3f}",
                   f"{r['gop_s']:.0f}", f"{r['speedup_vs_ort_fp32']:.2f}x", f"{r['speedup_vs_ort_int8']:.2f}x")
@@ -135,9 +240,14 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--json", default="bench_kernels.json")
     ap.add_argument("--quick", action="store_true", help="768-wide shapes and M=128 only")
+    ap.add_argument("--ms", default=None, help="comma-separated M values (default 1,128; --quick: 128)")
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--compare-lib", default=None, help="another build of _ort_ops*.so to run in the same loop")
     a = ap.parse_args(argv)
     kw = {"ms": (128,), "shapes": SHAPES[:3]} if a.quick else {}
-    res = bench(runs=a.runs, **kw)
+    if a.ms:
+        kw["ms"] = tuple(int(v) for v in a.ms.split(","))
+    res = bench(runs=a.runs, threads_list=tuple(int(v) for v in a.threads.split(",")), compare_lib=a.compare_lib, **kw)
     print_table(res)
     from bebert_deploy.io import atomic_path
 

@@ -1,18 +1,23 @@
 """Size and latency of BEBERT exports at real model shapes (random weights), seq 128, against fp32 and int8.
 
     python scripts/bench_shapes.py [--shapes minilm,bert-base] [--members 1,2,3] [--targets onnx,tflite] [--runs 30]
-                                   [--out results/shapes]
+                                   [--out results/shapes] [--profile]
 
 Random weights are enough for size and speed (accuracy needs training: see the quickstart / accuracy runs).
 Members are TWS-split binary W1-E1-A4 models at half width (BinaryBERT's layout); the fp32 baseline is the
 full-width model; int8 is dynamic-range quantization of it (ONNX Runtime's quantize_dynamic; TFLite: int8 FC
 weights). Everything is measured in one interleaved run against the ONNX fp32 file; the TFLite rows are also
 reported against the TFLite fp32 file of the same run (``tflite_ratios`` in the JSON).
+``--profile`` adds ONNX Runtime's per-op-type kernel time of every ONNX file (its profiler, same seq length and
+threads, the files interleaved run by run): where a member's time goes (``profile.json``).
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import ctypes
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,6 +56,46 @@ def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, mem
                            default_base(), teacher=teacher, provenance={"note": "random weights, for size/latency only"})
 
 
+def profile_onnx(paths, seq_len: int, threads: int, runs: int) -> dict:
+    """Per-op-type kernel time (ms per run, ONNX Runtime's profiler) and median wall time of each ONNX file."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from bebert_deploy.runtime.session import ort_ops_library
+
+    lib = str(ort_ops_library())
+    ctypes.CDLL(lib).bebert_set_threads(threads)
+    sessions = {}
+    for p in paths:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.register_custom_ops_library(lib)
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(p).with_suffix("")) + "-profile"
+        sessions[Path(p).name] = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(1000, 20000, (1, seq_len)).astype(np.int64),
+             "attention_mask": np.ones((1, seq_len), np.int64), "token_type_ids": np.zeros((1, seq_len), np.int64)}
+    wall = {k: [] for k in sessions}
+    for _ in range(runs + 3):  # interleaved; the first 3 are warm-ups (their kernel time is counted, wall is not)
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, {i.name: feeds[i.name] for i in s.get_inputs()})
+            wall[k].append(time.perf_counter() - t0)
+    out = {}
+    for k, s in sessions.items():
+        per_op = collections.Counter()
+        trace = Path(s.end_profiling())
+        for e in json.loads(trace.read_text()):
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                per_op[e["args"]["op_name"]] += e["dur"] / 1e3 / (runs + 3)
+        trace.unlink()  # the summary goes to profile.json
+        out[k] = {"wall_p50_ms": float(np.median(wall[k][3:])) * 1e3, "kernel_ms": sum(per_op.values()),
+                  "per_op_ms": dict(per_op.most_common())}
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="minilm,bert-base")
@@ -61,6 +106,7 @@ def main(argv=None):
     ap.add_argument("--targets", default="onnx,tflite")
     ap.add_argument("--bibert", default="", help="also BiBERT (W1A1) ensembles of these sizes, custom ops, e.g. 1,2")
     ap.add_argument("--out", default="results/shapes")
+    ap.add_argument("--profile", action="store_true", help="also ONNX Runtime's per-op-type time of each ONNX file")
     a = ap.parse_args(argv)
     out = Path(a.out)
     counts = [int(x) for x in a.members.split(",")]
@@ -94,6 +140,12 @@ def main(argv=None):
         b.print_table(res)
         b.write_json(res, str(d / "bench.json"))
         print(json.dumps({r["model"]: [round(r["size_mb"], 2), round(r["p50_ms"], 2)] for r in res["rows"]}))
+        if a.profile:
+            prof = profile_onnx([p for p in models if str(p).endswith(".onnx")], a.seq_len, a.threads, a.runs)
+            (d / "profile.json").write_text(json.dumps(prof, indent=2))
+            for name, r in prof.items():
+                top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(r["per_op_ms"].items())[:6])
+                print(f"{name:28s} wall p50 {r['wall_p50_ms']:7.2f} ms | kernel {r['kernel_ms']:6.2f} ms: {top}")
 
 
 if __name__ == "__main__":

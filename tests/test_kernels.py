@@ -1,7 +1,9 @@
 """Packed-bit layout and kernels: every ISA path against the numpy reference (runtime/reference.py)."""
+import ctypes
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,41 @@ from bebert_deploy.runtime.bitpack import pack_bits, row_bytes, unpack_bits
 from bebert_deploy.runtime.reference import binary_linear_ref
 
 ROOT = Path(__file__).resolve().parents[1]
-ISAS = _kernels.supported_isas()
+
+
+def _all_isas():
+    """Every kernel path this CPU runs: the binding's named ones plus those only $BEBERT_ISA reaches (avx512),
+    as the kernels themselves report them (the op library's bebert_isa() honours $BEBERT_ISA when supported)."""
+    from bebert_deploy.runtime.session import ort_ops_library
+
+    lib = ctypes.CDLL(str(ort_ops_library()))
+    lib.bebert_isa.restype = ctypes.c_char_p
+    found = list(_kernels.supported_isas())
+    saved = os.environ.pop("BEBERT_ISA", None)
+    try:
+        for isa in ("avx512",):
+            os.environ["BEBERT_ISA"] = isa
+            if lib.bebert_isa().decode() == isa:
+                found.append(isa)
+    finally:
+        os.environ.pop("BEBERT_ISA", None)
+        if saved is not None:
+            os.environ["BEBERT_ISA"] = saved
+    return found
+
+
+ISAS = _all_isas()
+
+
+def linear(isa, *args):
+    """_kernels.binary_linear(*args, isa) on `isa`, forcing paths the binding cannot name through $BEBERT_ISA."""
+    if isa in _kernels.supported_isas():
+        return _kernels.binary_linear(*args, isa)
+    os.environ["BEBERT_ISA"] = isa
+    try:
+        return _kernels.binary_linear(*args, "auto")
+    finally:
+        del os.environ["BEBERT_ISA"]
 MODES = [("float", 32, True), ("sign", 1, True)] + [("int", b, s) for b in (2, 4, 8) for s in (True, False)]
 
 
@@ -54,7 +90,7 @@ def _case(rng, m, n, k, s):
 def test_kernel_matches_reference(isa, mode, bits, sym, m, n, k, s):
     rng = np.random.default_rng(m * 1000 + n + k)
     x, w, alpha, bias, steps = _case(rng, m, n, k, s)
-    y = _kernels.binary_linear(x, w, alpha, bias, mode, bits, sym, steps, 2, isa)
+    y = linear(isa, x, w, alpha, bias, mode, bits, sym, steps, 2)
     ref = binary_linear_ref(x, w, alpha, bias, mode, bits, sym, steps)
     # float32 accumulation over K terms of size ~|x|*alpha: relative tolerance grows like sqrt(K) * eps.
     np.testing.assert_allclose(y, ref, rtol=2e-5, atol=2e-5 * np.sqrt(k) * np.abs(ref).max())
@@ -64,23 +100,65 @@ def test_kernel_matches_reference(isa, mode, bits, sym, m, n, k, s):
 def test_integer_modes_identical_across_isas_and_threads(mode, bits, sym):
     rng = np.random.default_rng(3)
     x, w, alpha, bias, steps = _case(rng, 9, 130, 777, 2)
-    outs = [_kernels.binary_linear(x, w, alpha, bias, mode, bits, sym, steps, t, isa) for isa in ISAS for t in (1, 2)]
+    outs = [linear(isa, x, w, alpha, bias, mode, bits, sym, steps, t) for isa in ISAS for t in (1, 2)]
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
 
 
+@pytest.mark.parametrize("mode,bits,sym", [m for m in MODES if m[0] != "float"])
+@pytest.mark.parametrize("m,n,k", [(1, 5, 100), (13, 130, 777), (40, 64, 384)])
+def test_tws_pair_with_shared_quantizer(mode, bits, sym, m, n, k):
+    """Both TWS halves with one input quantizer take the fused one-table pass: exact against the reference and
+    bit-identical across ISA paths and thread counts."""
+    rng = np.random.default_rng(11 + m)
+    x, w, alpha, bias, steps = _case(rng, m, n, k, 2)
+    steps[1] = steps[0]
+    ref = binary_linear_ref(x, w, alpha, bias, mode, bits, sym, steps)
+    outs = [linear(isa, x, w, alpha, bias, mode, bits, sym, steps, t) for isa in ISAS for t in (1, 2)]
+    np.testing.assert_allclose(outs[0], ref, rtol=2e-5, atol=2e-5 * np.sqrt(k) * np.abs(ref).max())
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+def test_new_weights_at_a_reused_address_are_not_served_from_the_cache():
+    """Weights are arranged once per buffer and cached; a new array of the same shape (numpy often reuses the
+    freed address) must still give its own result."""
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        x, w, alpha, bias, steps = _case(rng, 8, 96, 320, 1)
+        for isa in ISAS:
+            y = linear(isa, x, w, alpha, bias, "int", 4, True, steps, 2)
+            np.testing.assert_allclose(y, binary_linear_ref(x, w, alpha, bias, "int", 4, True, steps), rtol=2e-5,
+                                       atol=1e-3)
+        del w
+
+
+def test_bench_kernels_runs_without_the_onnx_package(tmp_path):
+    """bench-kernels needs only the [runtime] extra: its graphs are written without `import onnx`."""
+    code = ("import sys; sys.modules['onnx'] = None\n"
+            "from bebert_deploy.runtime import bench_kernels as b\n"
+            "res = b.bench(ms=(3,), shapes=[(64, 96)], threads_list=(1,), runs=2, warmup=1, progress=False)\n"
+            "names = {r['kernel'] for r in res['rows']}\n"
+            "assert {'ORT fp32', 'ORT int8'} <= names and any(n.startswith('W1A4 TWS pair shared-q') for n in names)\n"
+            "print('ok', len(res['rows']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ok" in out.stdout
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("fill", [1.0, -1.0])
-def test_extreme_weights_and_clipped_activations(fill):
+def test_extreme_weights_and_clipped_activations(fill, isa):
     k, n = 130, 5
     x = np.full((2, k), 100.0, np.float32)
     x[1] = -100.0  # far outside the 4-bit range: clipped to qn / qp
     w = pack_bits(np.full((1, n, k), fill))
     alpha = np.ones((1, n), np.float32)
     steps = np.array([0.5], np.float32)
-    y = _kernels.binary_linear(x, w, alpha, None, "int", 4, True, steps, 1, "auto")
+    y = linear(isa, x, w, alpha, None, "int", 4, True, steps, 1)
     np.testing.assert_allclose(y[0], fill * 0.5 * 7 * k)
     np.testing.assert_allclose(y[1], fill * 0.5 * -8 * k)
-    y1 = _kernels.binary_linear(x, w, alpha, None, "sign", 1, True, steps, 1, "auto")
+    y1 = linear(isa, x, w, alpha, None, "sign", 1, True, steps, 1)
     np.testing.assert_allclose(y1[0], fill * k)
     np.testing.assert_allclose(y1[1], -fill * k)
 

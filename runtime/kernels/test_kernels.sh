@@ -7,8 +7,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-srcs=("$here"/bgemm/bgemm.cc "$here"/bgemm/bgemm_scalar.cc "$here"/bgemm/bgemm_avx2.cc "$here"/bgemm/bgemm_neon.cc
-      "$here"/core/thread_pool.cc "$here"/bgemm/bgemm_test.cc)
+# the one kernel source list (SOURCES), plus the test itself
+mapfile -t srcs < <(sed -e '/^[[:space:]]*#/d' -e '/^[[:space:]]*$/d' -e "s|^|$here/|" "$here/SOURCES")
+srcs+=("$here"/bgemm/bgemm_test.cc)
 flags=(-std=c++17 -O2 -pthread -ffp-contract=off -Wall)
 # shellcheck disable=SC2086  # KERNEL_TEST_FLAGS is a list of flags
 "${CXX:-g++}" "${flags[@]}" ${KERNEL_TEST_FLAGS:-} "${srcs[@]}" -o "$out/test_native"

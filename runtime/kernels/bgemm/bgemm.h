@@ -24,7 +24,8 @@ struct ActQuant {
   float step = 1.0f;
 };
 
-enum class Isa : int { kAuto = 0, kScalar = 1, kAvx2 = 2, kNeon = 3 };
+// kAvx512 needs AVX-512 F/BW/VL/VBMI/VNNI (VPOPCNTDQ for its popcount path), checked at run time.
+enum class Isa : int { kAuto = 0, kScalar = 1, kAvx2 = 2, kNeon = 3, kAvx512 = 4 };
 
 struct BinaryLinearArgs {
   int M = 0, N = 0, K = 0, S = 1;
@@ -45,9 +46,38 @@ void binary_linear(const BinaryLinearArgs& a, Isa isa = Isa::kAuto);
 // takes its minimum per example (as the PyTorch model does), so no example's output depends on its batch.
 void binary_linear_examples(const BinaryLinearArgs& a, int examples, Isa isa = Isa::kAuto);
 
+// One TWS slot whose two binary halves share ONE input quantizer (same mode, bits, symmetry and step), with the
+// halves in separate buffers (as two exported ops hold them today): both halves run in one pass over one set of
+// tables, y = act(x) @ (alpha0 * sign(W0) + alpha1 * sign(W1))^T + bias, bit-identical to binary_linear with S = 2
+// and act[0] == act[1] in integer modes. `examples` as in binary_linear_examples.
+struct BinaryPairArgs {
+  int M = 0, N = 0, K = 0;
+  const float* x = nullptr;                   // [M, K]
+  const uint8_t* w[2] = {nullptr, nullptr};   // each [N, row_bytes(K)]
+  const float* alpha[2] = {nullptr, nullptr}; // each [N]
+  const float* bias = nullptr;                // [N] or nullptr
+  ActQuant act;                               // the shared input quantizer
+  float* y = nullptr;                         // [M, N]
+  int threads = 1;
+  int examples = 1;
+};
+std::string validate_pair(const BinaryPairArgs& a);
+void binary_linear_pair(const BinaryPairArgs& a, Isa isa = Isa::kAuto);
+
+// The ISA that kAuto runs: $BEBERT_ISA (scalar, avx2, avx512, neon) when set and supported by this CPU (so tests
+// and benchmarks can force every path the machine has), else the best one the CPU supports.
 Isa best_isa();
 bool isa_supported(Isa isa);
 const char* isa_name(Isa isa);
+// Parses "auto", "scalar", "avx2", "avx512", "neon"; returns false for anything else.
+bool parse_isa(const char* name, Isa* out);
+
+// Weights are arranged for each ISA's kernel (and their row sums counted) once per weight buffer and kept in a
+// process-wide cache keyed by the buffer's address, size and a fingerprint of its contents, so that ops whose
+// weights are constants (ONNX Runtime initializers, TFLite buffers) pay it on the first call only. A caller that
+// rewrites a weight buffer in place between calls must call this first (the fingerprint samples the buffer; it
+// does not read every byte on every call).
+void clear_prepared_weights();
 
 // --- internal: per-ISA hot loops (bgemm_<isa>.cc) -------------------------------------------------------
 // counts[m * N * B + n * B + j] = popcount(op(planes[m][j][:], w[n][:])) over Wd words, op = AND or XOR,
@@ -63,17 +93,49 @@ void counts_neon(const CountArgs& c, int n0, int n1);
 struct RowQuant { ActMode mode; int B; int qn; int qp; float step; float offset; };
 int32_t quantize_row_scalar(const float* x, int K, const RowQuant& q, uint64_t* planes);
 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* planes);
-// Table-lookup path for 2..4-bit activations (T-MAC style, x86 pshufb): dots[m * N + n] = sum_k v_k * sign_n(k)
-// with v = u - 2^(bits-1) the centred code of x (so |table entry| <= 32 fits int8). Prepared once per call:
+// Table-lookup path for 2..4-bit and sign activations (T-MAC style; x86 pshufb, ARM tbl):
+// dots[m * N + n] = sum_k v_k * sign_n(k) with v = u - 2^(bits-1) the centred code of x (so |table entry| <= 32
+// fits int8), or v = sign(x). The driver owns every buffer: the weights are arranged once per weight buffer
+// (lut_arrange_rows32 in lut_prepare.h, cached), the tables are built per call into reused per-thread buffers by
+// lut_row_tables_<isa> (one token row: tables[2 * RB][16], RB = row_bytes(K); no allocation per call or token).
 struct LutPrep {
-  int M = 0, N = 0, RB = 0;       // RB = row_bytes(K); groups of 4 weights = 2 * RB
-  std::vector<int8_t> tables;     // [M][2 * RB][16]
-  std::vector<uint8_t> wt;        // [ceil(N / 32)][RB][32]: byte p of 32 consecutive rows
+  int M = 0, N = 0, RB = 0;          // RB = row_bytes(K); groups of 4 weights = 2 * RB
+  const int8_t* tables = nullptr;    // [M][2 * RB][16]
+  const uint8_t* wt = nullptr;       // [ceil(N / 32)][RB][32]: byte p of 32 consecutive rows
 };
-void lut_prepare_avx2(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep, int threads);
+void lut_row_tables_avx2(const float* x, int K, const RowQuant& q, int8_t* tables);
 void lut_dots_avx2(const LutPrep& prep, int32_t* dots, int n0, int n1);
-void lut_prepare_neon(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep, int threads);
+void lut_row_tables_neon(const float* x, int K, const RowQuant& q, int8_t* tables);
 void lut_dots_neon(const LutPrep& prep, int32_t* dots, int n0, int n1);
+// AVX-512 (bgemm_avx512.cc; VBMI + VNNI): one 64-byte vpermb table holds the 16-entry tables of 4 consecutive
+// weight groups (the tables of lut_row_tables_*, in the same [2 * RB][16] order), and the weights are arranged
+// once (lut_arrange_quads64) so that a 64-byte vector holds, for 16 rows, the 4 group indices (group id in bits
+// 4..5) in the 4 bytes of a 32-bit lane: vpermb looks up 16 rows x 4 groups and vpdpbusd(ones) adds each row's 4
+// int8 results into its int32 lane, no widening. Part s of a call: y = sum_s alpha_s * val_s + bias, with
+// val_s = float(dot) for sign activations, step_s * float(dot + c_s * rowsum) + offset_s * float(rowsum) else.
+struct Avx512Part {
+  const int8_t* tables;   // [mc][2 * RB][16], tokens of this task; parts with one quantizer share the pointer
+  const uint8_t* wt;      // lut_arrange_quads64 layout
+  const int32_t* rowsum;  // [N rounded up to 64]
+  const float* alpha;     // [N]
+  float step, offset;
+  int c;
+  bool sign;
+};
+void lut_row_tables_avx512(const float* x, int K, const RowQuant& q, int8_t* tables);
+// y[m * N + n] for m < mc and n in [n0, n1), n0 a multiple of 64; S parts in order, then the bias.
+void lut_gemm_avx512(const Avx512Part* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias, float* y);
+void counts_avx512(const CountArgs& c, int n0, int n1);  // VPOPCNTDQ, one horizontal sum per output
+// Sign activations (W1A1) with VPOPCNTQ: 8 weight rows in the 8 qword lanes (lut_arrange_words8), a broadcast
+// 64-bit activation word per step, popcount(a XOR w) accumulated per lane, so no per-output horizontal sums.
+// planes[m * Wd + i]: sign bits of token m. y[m * N + n] for m < mc, n in [n0, n1) (n0 a multiple of 8):
+// y = sum_s alpha_s[n] * float(K - 2 * popcount_s) + bias[n], parts in order.
+struct Avx512SignPart {
+  const uint64_t* wt;     // lut_arrange_words8 layout
+  const float* alpha;     // [N]
+};
+void sign_gemm_avx512(const Avx512SignPart* parts, int S, const uint64_t* planes, int mc, int N, int K, int n0, int n1,
+                      const float* bias, float* y);
 // y[m * N + n] = sum_k x[m * K + k] * sign_n(k), rows n in [n0, n1) (no scale, no bias).
 void float_dots_scalar(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1);

@@ -186,14 +186,24 @@ BEBERT_AVX2 void lut_codes_avx2(const float* x, int K, const RowQuant& q, int8_t
 // lut_tables_scalar, two groups per 256-bit register: T = sum_r sign(broadcast(v_r), s_r), s_r = the +-1
 // pattern of bit r over the 16 table indices.
 BEBERT_AVX2 void lut_tables_avx2(const int8_t* v, int G, int8_t* tables) {
+  // Constants built once (this runs once per token): idx[r] broadcasts code r of each of the two groups, sgn[r]
+  // is the +-1 pattern of bit r over the 16 table indices (both in the two 128-bit lanes).
+  struct Consts {
+    alignas(32) int8_t idx[4][32];
+    alignas(32) int8_t sgn[4][32];
+    Consts() {
+      for (int r = 0; r < 4; ++r)
+        for (int i = 0; i < 32; ++i) {
+          idx[r][i] = static_cast<int8_t>((i < 16 ? 0 : 4) + r);
+          sgn[r][i] = ((i & 15) >> r) & 1 ? -1 : 1;
+        }
+    }
+  };
+  static const Consts consts;
   __m256i idx[4], sgn[4];
   for (int r = 0; r < 4; ++r) {
-    idx[r] = _mm256_setr_epi8(r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r,
-                              4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r,
-                              4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r, 4 + r);
-    alignas(32) int8_t s[32];
-    for (int i = 0; i < 32; ++i) s[i] = ((i & 15) >> r) & 1 ? -1 : 1;
-    sgn[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(s));
+    idx[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(consts.idx[r]));
+    sgn[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(consts.sgn[r]));
   }
   int g = 0;
   for (; g + 2 <= G; g += 2) {
@@ -209,9 +219,8 @@ BEBERT_AVX2 void lut_tables_avx2(const int8_t* v, int G, int8_t* tables) {
 
 }  // namespace
 
-BEBERT_AVX2 void lut_prepare_avx2(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N,
-                                  LutPrep& prep, int threads) {
-  lut_prepare_impl(x, M, K, q, w, N, prep, threads, lut_codes_avx2, lut_tables_avx2);
+BEBERT_AVX2 void lut_row_tables_avx2(const float* x, int K, const RowQuant& q, int8_t* tables) {
+  lut_row_tables_impl(x, K, q, tables, lut_codes_avx2, lut_tables_avx2);
 }
 
 namespace {
@@ -220,9 +229,9 @@ template <int MT>
 BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
   const int RB = prep.RB, G = 2 * RB, N = prep.N;
   const __m256i low = _mm256_set1_epi8(0x0f);
-  const uint8_t* wb = prep.wt.data() + static_cast<size_t>(nb) * RB * 32;
+  const uint8_t* wb = prep.wt + static_cast<size_t>(nb) * RB * 32;
   const int8_t* tb[MT];
-  for (int t = 0; t < MT; ++t) tb[t] = prep.tables.data() + static_cast<size_t>(m0 + t) * G * 16;
+  for (int t = 0; t < MT; ++t) tb[t] = prep.tables + static_cast<size_t>(m0 + t) * G * 16;
   int32_t total[MT][32] = {};
   for (int p0 = 0; p0 < RB; p0 += kLutPairsPerFlush) {
     const int p1 = std::min(RB, p0 + kLutPairsPerFlush);
@@ -301,7 +310,7 @@ void counts_avx2(const CountArgs& c, int n0, int n1) { counts_scalar(c, n0, n1);
 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* planes) {
   return quantize_row_scalar(x, K, q, planes);
 }
-void lut_prepare_avx2(const float*, int, int, const RowQuant&, const uint8_t*, int, LutPrep&, int) {}
+void lut_row_tables_avx2(const float*, int, const RowQuant&, int8_t*) {}
 void lut_dots_avx2(const LutPrep&, int32_t*, int, int) {}
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   float_dots_scalar(x, M, K, w, N, y, n0, n1);

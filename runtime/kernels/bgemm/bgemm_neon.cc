@@ -76,9 +76,8 @@ void counts_neon(const CountArgs& c, int n0, int n1) {
   counts_scalar(c, n0, n1);
 }
 
-void lut_prepare_neon(const float* x, int M, int K, const RowQuant& q, const uint8_t* w, int N, LutPrep& prep,
-                      int threads) {
-  lut_prepare_impl(x, M, K, q, w, N, prep, threads, lut_codes_scalar, lut_tables_scalar);
+void lut_row_tables_neon(const float* x, int K, const RowQuant& q, int8_t* tables) {
+  lut_row_tables_impl(x, K, q, tables, lut_codes_scalar, lut_tables_scalar);
 }
 
 // Table lookup with vqtbl1q_s8: 16 rows per lookup, two halves of a 32-row block.
@@ -86,10 +85,10 @@ void lut_dots_neon(const LutPrep& prep, int32_t* dots, int n0, int n1) {
   const int RB = prep.RB, G = 2 * RB, N = prep.N;
   const uint8x16_t low = vdupq_n_u8(0x0f);
   for (int nb = n0 / 32; nb * 32 < n1; ++nb) {
-    const uint8_t* wb = prep.wt.data() + static_cast<size_t>(nb) * RB * 32;
+    const uint8_t* wb = prep.wt + static_cast<size_t>(nb) * RB * 32;
     const int rows = std::min(32, N - nb * 32);
     for (int m = 0; m < prep.M; ++m) {
-      const int8_t* tb = prep.tables.data() + static_cast<size_t>(m) * G * 16;
+      const int8_t* tb = prep.tables + static_cast<size_t>(m) * G * 16;
       int32_t total[32] = {};
       for (int p0 = 0; p0 < RB; p0 += kLutPairsPerFlush) {
         const int p1 = std::min(RB, p0 + kLutPairsPerFlush);
@@ -146,7 +145,7 @@ void float_dots_neon(const float* x, int M, int K, const uint8_t* w, int N, floa
 
 namespace bebert {
 void counts_neon(const CountArgs& c, int n0, int n1) { counts_scalar(c, n0, n1); }
-void lut_prepare_neon(const float*, int, int, const RowQuant&, const uint8_t*, int, LutPrep&, int) {}
+void lut_row_tables_neon(const float*, int, const RowQuant&, int8_t*) {}
 void lut_dots_neon(const LutPrep&, int32_t*, int, int) {}
 void float_dots_neon(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   float_dots_scalar(x, M, K, w, N, y, n0, n1);

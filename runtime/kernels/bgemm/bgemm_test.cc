@@ -15,6 +15,7 @@ using namespace bebert;
 namespace {
 
 int failures = 0;
+const Isa kIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon};
 
 double ref_act(float x, const ActQuant& q, float offset) {
   if (q.mode == ActMode::kFloat) return x;
@@ -69,7 +70,7 @@ void run_case(std::mt19937& rng, int M, int N, int K, int S, ActQuant q, int fil
   std::vector<double> ref;
   reference(a, ref);
   bool first = true;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kNeon}) {
+  for (Isa isa : kIsas) {
     if (!isa_supported(isa)) continue;
     binary_linear(a, isa);
     double worst = 0;
@@ -85,6 +86,46 @@ void run_case(std::mt19937& rng, int M, int N, int K, int S, ActQuant q, int fil
     if (worst > tol || (ints && !same)) {
       std::printf("FAIL isa=%s M=%d N=%d K=%d S=%d mode=%d bits=%d sym=%d fill=%d: rel err %.3g, identical=%d\n",
                   isa_name(isa), M, N, K, S, int(q.mode), q.bits, int(q.symmetric), fill, worst, int(same));
+      ++failures;
+    }
+  }
+}
+
+// binary_linear_pair (halves in separate buffers, one shared quantizer) must equal binary_linear with S = 2 and
+// act[0] == act[1] bit for bit in integer modes, on every ISA, for 1 and several examples.
+void run_pair_case(std::mt19937& rng, int M, int N, int K, ActQuant q, int threads, int examples) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(size_t(M) * K), alpha(size_t(2) * N), bias(N), y(size_t(M) * N), yp(size_t(M) * N);
+  const int rb = row_bytes(K);
+  std::vector<uint8_t> w(size_t(2) * N * rb, 0);
+  for (auto& v : x) v = 3.0f * nd(rng);
+  for (auto& v : alpha) v = 0.1f + std::fabs(nd(rng));
+  for (auto& v : bias) v = nd(rng);
+  for (int s = 0; s < 2; ++s)
+    for (int n = 0; n < N; ++n)
+      for (int k = 0; k < K; ++k)
+        if (rng() & 1) w[(size_t(s) * N + n) * rb + k / 8] |= uint8_t(1u << (k % 8));
+  std::vector<uint8_t> w1(w.begin() + size_t(N) * rb, w.end());  // the second half in a buffer of its own
+  ActQuant act[2] = {q, q};
+  BinaryLinearArgs a;
+  a.M = M; a.N = N; a.K = K; a.S = 2; a.x = x.data(); a.w = w.data(); a.alpha = alpha.data();
+  a.bias = bias.data(); a.act = act; a.y = y.data(); a.threads = threads;
+  BinaryPairArgs p;
+  p.M = M; p.N = N; p.K = K; p.x = x.data(); p.w[0] = w.data(); p.w[1] = w1.data(); p.alpha[0] = alpha.data();
+  p.alpha[1] = alpha.data() + N; p.bias = bias.data(); p.act = q; p.y = yp.data(); p.threads = threads;
+  p.examples = examples;
+  if (!validate_pair(p).empty()) { std::printf("FAIL validate_pair: %s\n", validate_pair(p).c_str()); ++failures; return; }
+  std::vector<float> first;
+  for (Isa isa : kIsas) {
+    if (!isa_supported(isa)) continue;
+    binary_linear_examples(a, examples, isa);
+    binary_linear_pair(p, isa);
+    if (first.empty()) first = y;
+    bool same = true;
+    for (size_t i = 0; i < y.size(); ++i) same &= (y[i] == yp[i]) && (y[i] == first[i]);
+    if (!same) {
+      std::printf("FAIL pair isa=%s M=%d N=%d K=%d mode=%d bits=%d sym=%d examples=%d\n", isa_name(isa), M, N, K,
+                  int(q.mode), q.bits, int(q.symmetric), examples);
       ++failures;
     }
   }
@@ -110,6 +151,16 @@ int main() {
           run_case(rng, s[0], s[1], s[2], S, q, fill, 1 + (cases % 2));
           ++cases;
         }
+  const int pair_shapes[][3] = {{1, 7, 65}, {4, 70, 255}, {9, 130, 777}, {16, 64, 384}, {20, 200, 1000}};
+  for (auto& s : pair_shapes)
+    for (auto& q : modes) {
+      if (q.mode == ActMode::kFloat) continue;
+      for (int examples : {1, 2}) {
+        if (s[0] % examples) continue;
+        run_pair_case(rng, s[0], s[1], s[2], q, 1 + (cases % 2), examples);
+        ++cases;
+      }
+    }
   std::printf("%d cases, %d failures (best isa: %s)\n", cases, failures, isa_name(best_isa()));
   return failures ? 1 : 0;
 }

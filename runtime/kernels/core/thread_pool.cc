@@ -38,6 +38,11 @@ class Pool {
     for (auto& t : workers_) t.join();
   }
 
+  // The caller works too, then waits only for helpers that actually joined this job: a helper that has not woken
+  // up by the time every task is taken (its core busy with another process) never joins, so a descheduled
+  // thread cannot hold the call up. Joining is Dekker-style: a helper counts itself in `running_` and then checks
+  // that the job is still `open_`; the caller closes the job and then waits for `running_` to drain (all
+  // seq_cst), so either the caller sees the helper or the helper sees the job closed.
   void run(int n_tasks, int threads, const std::function<void(int)>& fn) {
     std::lock_guard<std::mutex> serial(call_mu_);
     const int helpers = std::min(threads, n_tasks) - 1;
@@ -52,15 +57,16 @@ class Pool {
       n_tasks_ = n_tasks;
       next_.store(0);
       active_ = helpers;
-      pending_.store(helpers);
+      open_.store(true);
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     work();
-    // wait for the helpers: poll briefly, then sleep
-    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+    open_.store(false);
+    // wait for the helpers inside this job: poll briefly, then sleep
+    if (!spin_until([&] { return running_.load() == 0; })) {
       std::unique_lock<std::mutex> lk(mu_);
-      done_cv_.wait(lk, [&] { return pending_.load() == 0; });
+      done_cv_.wait(lk, [&] { return running_.load() == 0; });
     }
   }
 
@@ -88,8 +94,9 @@ class Pool {
       const bool mine = id < active_;
       lk.unlock();
       if (!mine) continue;
-      work();
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      running_.fetch_add(1);
+      if (open_.load()) work();
+      if (running_.fetch_sub(1) == 1) {
         std::lock_guard<std::mutex> g(mu_);
         done_cv_.notify_one();
       }
@@ -101,7 +108,8 @@ class Pool {
   std::vector<std::thread> workers_;
   const std::function<void(int)>* fn_ = nullptr;
   int n_tasks_ = 0, active_ = 0;
-  std::atomic<int> next_{0}, pending_{0};
+  std::atomic<int> next_{0}, running_{0};
+  std::atomic<bool> open_{false};
   std::atomic<unsigned long long> generation_{0};
   bool stop_ = false;
 };

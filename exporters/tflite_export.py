@@ -16,7 +16,8 @@ Lowerings (``ops``) of the binary layers:
   quantizes asymmetrically regardless, so W1A1 layers there are approximate too). The binary word embedding
   stays 1 bit per weight: the gathered rows are unpacked in the graph (FLOOR_DIV / FLOOR_MOD on int32).
 Baselines: precision 'fp32' (float FULLY_CONNECTED) and 'int8' (per-channel symmetric int8 FC weights, float
-activations quantized on the fly: what TFLite's dynamic-range quantization produces for FC layers).
+activations quantized on the fly: what TFLite's dynamic-range quantization produces for FC layers; the word
+embedding as int8 rows with a float scale per row, gathered as int8 and widened after the GATHER).
 
 Shapes are static, [1, L] with L = ``seq_len`` (default the checkpoint's max_len; TFLite models are usually fixed-shape; the
 runtime pads and runs a batch row by row). Signature ``serving_default``: inputs input_ids, attention_mask,
@@ -32,7 +33,7 @@ import numpy as np
 from . import graph
 from .graph import Primitives, fake_quant
 from .lowering import INPUT_NAMES, EmbeddingSpec, EnsembleSpec
-from .tflite_quant import binary_int4_weight, int8_weight
+from .tflite_quant import binary_int4_weight, int8_rows, int8_weight
 from .tflite_writer import TfliteGraph
 
 CUSTOM_LINEAR = "BebertBinaryFC"
@@ -197,8 +198,18 @@ class TfliteLowering(Primitives):
         return g.binary("ADD", self.word_embedding(ids, word, name), pos)
 
     def word_embedding(self, ids: int, spec: EmbeddingSpec, name: str) -> int:
-        """ids int64 [B, L] -> float32 [B, L, D]: a float GATHER, or the 1-bit rows gathered and unpacked in-graph."""
+        """ids int64 [B, L] -> float32 [B, L, D]: a float GATHER (int8 rows and their scales for the int8
+        baseline), or the 1-bit rows gathered and unpacked in-graph."""
         g = self.g
+        if spec.table is not None and self.weights == "int8":
+            # The word table is half of a small BERT's weights: the int8 baseline stores it as int8 rows with one
+            # float scale per row (``int8_rows``), as TF's dynamic-range converter quantizes GATHER tables. Only
+            # the gathered [L, D] rows are widened (GATHER on int8, CAST, MUL by their scales), never the table:
+            # a DEQUANTIZE of the whole table would hold a float copy of it in memory at run time.
+            q, scale = int8_rows(spec.table)
+            rows = g.gather(g.init(f"{name}.table_int8", q), ids, np.int8)                 # [B, L, D] int8
+            sc = g.gather(g.init(f"{name}.row_scale", scale), ids)                          # [B, L]
+            return g.binary("MUL", g.cast(rows, np.float32), g.reshape(sc, g.shape(sc) + (1,)))
         if spec.table is not None:
             return g.gather(g.init(f"{name}.table", spec.table), ids)
         out = None

@@ -1,5 +1,6 @@
-"""Quantized weight tensors of the stock TFLite lowering: TFLite's packed INT4 layout, per-channel int8 weights,
-and the INT4 +-1 tensors that hold a binary layer's signs exactly (its scale alpha as the per-channel scale)."""
+"""Quantized weight tensors of the stock TFLite lowering: TFLite's packed INT4 layout, per-channel int8 weights
+(FC weights and the int8 baseline's word-embedding rows), and the INT4 +-1 tensors that hold a binary layer's
+signs exactly (its scale alpha as the per-channel scale)."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,12 +31,19 @@ def quantized_weight(g: TfliteGraph, name: str, q: np.ndarray, scale: np.ndarray
     return g.tensor(name, q.shape, tfl.TensorType.INT4 if int4 else tfl.TensorType.INT8, data, qp)
 
 
-def int8_weight(g: TfliteGraph, name: str, weight: np.ndarray) -> int:
-    """float32 [N, K] -> per-channel symmetric INT8 tensor (scale max|row| / 127), what TFLite's dynamic-range
-    quantization produces for FC weights."""
+def int8_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [N, K] -> (q int8 [N, K], scale float32 [N]): symmetric per-row quantization, scale max|row| / 127,
+    so q * scale[:, None] is within scale / 2 of every weight. An all-zero row gets scale 1 (TFLite rejects 0)."""
     scale = np.abs(weight).max(axis=1) / 127.0
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.clip(np.round(weight / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def int8_weight(g: TfliteGraph, name: str, weight: np.ndarray) -> int:
+    """float32 [N, K] -> per-channel symmetric INT8 tensor (``int8_rows``), what TFLite's dynamic-range
+    quantization produces for FC weights."""
+    q, scale = int8_rows(weight)
     return quantized_weight(g, name, q, scale, False)
 
 

@@ -35,7 +35,7 @@ def realistic_ckpt(tmp_path_factory):
     teacher = BertClassifier(arch, FP_QUANT).eval()
     with torch.no_grad():
         for p in teacher.classifier.parameters():
-            p.mul_(15.0)
+            p.mul_(8.0)
     member = BertClassifier(replace(arch, num_heads=2, intermediate_size=2 * HIDDEN),
                             QuantConfig(weight_mode="binary", embed_mode="binary", act_bits=4, split=True)).eval()
     ids, mask, types = _inputs(VOCAB)

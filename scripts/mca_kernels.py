@@ -208,8 +208,8 @@ def main(argv=None):
         a.json.write_text(json.dumps({"what": "llvm-mca-19 steady-state inner-loop estimates (L1-resident, static "
                                               "model), MAC per cycle", "command": "python scripts/mca_kernels.py "
                                       + " ".join(argv if argv is not None else sys.argv[1:]),
-                                      "llvm_mca": subprocess.run([mca_bin, "--version"], capture_output=True,
-                                                                 text=True).stdout.split("\n")[1].strip(),
+                                      "llvm_mca": mca_bin + " " + re.search(r"LLVM version \S+", subprocess.run(
+                                          [mca_bin, "--version"], capture_output=True, text=True).stdout).group(0),
                                       "rows": rows}, indent=1) + "\n")
 
 

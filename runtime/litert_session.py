@@ -108,11 +108,15 @@ class LiteRtCustomRunner:
             raise ModelError(f"{path}: LiteRT cannot run the model: {err.value.decode(errors='replace')}"
                              f"{_last_error(log)}")
         self._h = h
-        for i, t in enumerate(inputs):
-            want = int(np.prod(t.shape)) * t.dtype.itemsize
-            if L.bebert_litert_io_bytes(h, 1, i) != want:
-                self.close()
-                raise ModelError(f"{path}: LiteRT's buffer for input {t.name} has an unexpected size")
+        # The runner copies whole LiteRT buffers into and out of our arrays: their sizes and counts must be exactly
+        # those of the signature read from the file (io_bytes is 0 past the last tensor).
+        for is_input, tensors in ((1, inputs), (0, outputs)):
+            sizes = [int(np.prod(t.shape)) * t.dtype.itemsize for t in tensors] + [0]
+            for i, (t, want) in enumerate(zip(tensors + [None], sizes)):
+                if L.bebert_litert_io_bytes(h, is_input, i) != want:
+                    self.close()
+                    what = f"{'input' if is_input else 'output'} {t.name if t else i}"
+                    raise ModelError(f"{path}: LiteRT's buffer for {what} does not match the file's signature")
         self._out = [np.empty(t.shape, t.dtype) for t in outputs]
         self._out_ptrs = (ctypes.c_void_p * len(outputs))(*[a.ctypes.data for a in self._out])
         self._err = err

@@ -334,9 +334,10 @@ BEBERT_EXPORT int bebert_litert_open(const char* litert_lib, const char* model_p
   return 0;
 }
 
+// Byte size of signature input / output i; 0 when there is no such tensor.
 BEBERT_EXPORT size_t bebert_litert_io_bytes(void* h, int is_input, int i) {
-  auto* s = static_cast<Session*>(h);
-  return is_input ? s->input_bytes[i] : s->output_bytes[i];
+  const auto& bytes = is_input ? static_cast<Session*>(h)->input_bytes : static_cast<Session*>(h)->output_bytes;
+  return i >= 0 && static_cast<size_t>(i) < bytes.size() ? bytes[i] : 0;
 }
 
 // Copies the inputs in (signature order, each io_bytes long), runs, copies the outputs out; 0 on success.

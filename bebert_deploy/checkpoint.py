@@ -12,6 +12,7 @@ and raises CheckpointError with a one-line message otherwise.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -103,7 +104,7 @@ def save_checkpoint(out_dir: str | Path, members, alphas, task, max_len: int, to
     """Write a checkpoint atomically (temporary folder, then rename). members: BertClassifier list."""
     from safetensors.torch import save_file
 
-    from bebert_deploy.io import atomic_path
+    from bebert_deploy.io import atomic_path, current_umask
 
     out_dir = Path(out_dir)
     entries = []
@@ -129,6 +130,9 @@ def save_checkpoint(out_dir: str | Path, members, alphas, task, max_len: int, to
                        arch=asdict(members[0].arch), quant=asdict(members[0].quant), members=entries, vote=vote,
                        member_type=members[0].quant.member_type, teacher=t_entry, provenance=prov)
         (tmp / MANIFEST).write_text(man.to_json())
+        # safetensors writes through its own owner-only temporary file: give every file what the umask allows
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~current_umask())
     return out_dir
 
 

@@ -149,3 +149,22 @@ def test_trimmed_padding_leaves_full_precision_logits_unchanged(tiny_base, tiny_
     assert int(data.attention_mask.sum(1).max()) < 32  # the rows are padded
     model = build_fp_model(tiny_base, task)
     np.testing.assert_allclose(predict_logits(model, data, 8, trim=True), predict_logits(model, data, 8), atol=1e-5)
+
+
+def test_checkpoint_files_respect_the_umask(tmp_path, tiny_base):
+    import os
+    import stat
+
+    from bebert_deploy.checkpoint import save_checkpoint
+    from bebert_deploy.data.tasks import get_task
+    from bebert_deploy.models.bert import BertArch, BertClassifier, QuantConfig
+
+    arch = BertArch.from_hf_config(tiny_base, 2)
+    m = BertClassifier(arch, QuantConfig())
+    old = os.umask(0o022)
+    try:
+        out = save_checkpoint(tmp_path / "ck", [m], [1.0], get_task("rotten-tomatoes"), 16, tiny_base)
+    finally:
+        os.umask(old)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()}
+    assert modes["member_0.safetensors"] == 0o644 and all(v == 0o644 for v in modes.values()), modes

@@ -2,7 +2,7 @@
 
 `runtime/` may import, from the rest of bebert_deploy, only the leaf modules below (tokenizer, task specs,
 metrics, atomic io, environment facts), and those import nothing but the standard library, numpy, tokenizers and
-each other; no import cycle inside `runtime/`. The CLI's `predict` and `bench` run with torch, onnx, tensorflow
+each other; no import cycle inside `runtime/`. The CLI's `predict`, `bench` and `bench-kernels` run with torch, onnx, tensorflow
 and transformers blocked in every process (the bench workers included).
 """
 from __future__ import annotations
@@ -102,3 +102,8 @@ def test_predict_and_bench_run_with_torch_onnx_tensorflow_transformers_blocked(e
     assert [row["model"] for row in rows] == ["builtin.onnx", "custom.onnx", "custom.tflite"]
     assert rows[0]["metrics"]["agreement_with_baseline"] == 1.0  # the baseline agrees with itself
     assert all(0.0 <= row["metrics"]["agreement_with_baseline"] <= 1.0 and row["p50_ms"] > 0 for row in rows)
+    # bench-kernels builds its ONNX Runtime baseline graphs without the onnx package
+    kjson = tmp_path / "kernels.json"
+    r = cli("bench-kernels", "--quick", "--runs", "2", "--json", str(kjson))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(kjson.read_text())

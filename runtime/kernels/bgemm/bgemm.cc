@@ -179,14 +179,15 @@ float min_of(const float* x, size_t n) {
 
 float parallel_min(const float* x, size_t n, int threads) {
   if (threads <= 1 || n < (size_t{1} << 15)) return min_of(x, n);
-  const int chunks = threads;
-  const size_t per = (n + chunks - 1) / chunks;
-  std::vector<float> part(chunks, x[0]);
-  parallel_for(chunks, threads, [&](int i) {
-    const size_t b = i * per, e = std::min(n, b + per);
-    if (b < e) part[i] = min_of(x + b, e - b);
+  struct Job { const float* x; size_t n, per; float part[64]; } job;  // one captured pointer: no allocation
+  const int chunks = std::min(threads, 64);
+  job.x = x; job.n = n; job.per = (n + chunks - 1) / chunks;
+  for (int i = 0; i < chunks; ++i) job.part[i] = x[0];
+  parallel_for(chunks, threads, [&job](int i) {
+    const size_t b = i * job.per, e = std::min(job.n, b + job.per);
+    if (b < e) job.part[i] = min_of(job.x + b, e - b);
   });
-  return min_of(part.data(), part.size());
+  return min_of(job.part, chunks);
 }
 
 RowQuant row_quant(const ActQuant& q) {
@@ -441,10 +442,13 @@ void run(Call& c) {
   const int rcs = (blocks + bpc - 1) / bpc;
   const int mper = (M + tok_chunks - 1) / tok_chunks;
   const int tcs = (M + mper - 1) / mper;
-  parallel_for(tcs * rcs, c.threads, [&](int task) {
-    const int tc = task / rcs, rc = task % rcs;
-    const int m0 = tc * mper, m1 = std::min(M, m0 + mper);
-    const int n0 = rc * bpc * kBlockN, n1 = std::min(N, n0 + bpc * kBlockN);
+  // The task body captures one pointer, so std::function keeps it in place: no heap allocation per call.
+  struct Plan { const Call* c; int rcs, mper, bpc; } plan{&c, rcs, mper, bpc};
+  parallel_for(tcs * rcs, c.threads, [&plan](int task) {
+    const Call& c = *plan.c;
+    const int tc = task / plan.rcs, rc = task % plan.rcs;
+    const int m0 = tc * plan.mper, m1 = std::min(c.M, m0 + plan.mper);
+    const int n0 = rc * plan.bpc * kBlockN, n1 = std::min(c.N, n0 + plan.bpc * kBlockN);
     if (m0 < m1 && n0 < n1) run_task(c, m0, m1, n0, n1);
   });
 }

@@ -332,7 +332,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       usum[s] = us;
     }
   }
-  // 2. AVX-512: dots and epilogue in registers, all parts in one pass per tile. (Only x86-64 builds reference
+  // 2. AVX-512: dots and epilogue in registers, every part of the task in one call. (Only x86-64 builds reference
   //    these symbols, so an aarch64 build links without bgemm_avx512.cc.)
 #if defined(__x86_64__)
   if (c.parts[0].path == Path::kAvx512Sign) {
@@ -411,7 +411,7 @@ void run(Call& c) {
     else if (lut_ok && (c.isa == Isa::kAvx2 || c.isa == Isa::kNeon)) p.path = Path::kLut;
     else p.path = Path::kCounts;
   }
-  // The AVX-512 kernels run every part of a call in one pass: only when all parts take the same one of them
+  // The AVX-512 kernels run every part of a call together: only when all parts take the same one of them
   // (a float or 5..8-bit half beside a table-lookup half is not a layer we export; it takes the general loops).
   bool one512 = c.parts[0].path == Path::kAvx512Lut || c.parts[0].path == Path::kAvx512Sign;
   for (int s = 1; s < c.S; ++s) one512 = one512 && c.parts[s].path == c.parts[0].path;

@@ -179,14 +179,15 @@ float min_of(const float* x, size_t n) {
 
 float parallel_min(const float* x, size_t n, int threads) {
   if (threads <= 1 || n < (size_t{1} << 15)) return min_of(x, n);
-  const int chunks = threads;
-  const size_t per = (n + chunks - 1) / chunks;
-  std::vector<float> part(chunks, x[0]);
-  parallel_for(chunks, threads, [&](int i) {
-    const size_t b = i * per, e = std::min(n, b + per);
-    if (b < e) part[i] = min_of(x + b, e - b);
+  struct Job { const float* x; size_t n, per; float part[64]; } job;  // one captured pointer: no allocation
+  const int chunks = std::min(threads, 64);
+  job.x = x; job.n = n; job.per = (n + chunks - 1) / chunks;
+  for (int i = 0; i < chunks; ++i) job.part[i] = x[0];
+  parallel_for(chunks, threads, [&job](int i) {
+    const size_t b = i * job.per, e = std::min(job.n, b + job.per);
+    if (b < e) job.part[i] = min_of(job.x + b, e - b);
   });
-  return min_of(part.data(), part.size());
+  return min_of(job.part, chunks);
 }
 
 RowQuant row_quant(const ActQuant& q) {
@@ -331,7 +332,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       usum[s] = us;
     }
   }
-  // 2. AVX-512: dots and epilogue in registers, all parts in one pass per tile. (Only x86-64 builds reference
+  // 2. AVX-512: dots and epilogue in registers, every part of the task in one call. (Only x86-64 builds reference
   //    these symbols, so an aarch64 build links without bgemm_avx512.cc.)
 #if defined(__x86_64__)
   if (c.parts[0].path == Path::kAvx512Sign) {
@@ -410,7 +411,7 @@ void run(Call& c) {
     else if (lut_ok && (c.isa == Isa::kAvx2 || c.isa == Isa::kNeon)) p.path = Path::kLut;
     else p.path = Path::kCounts;
   }
-  // The AVX-512 kernels run every part of a call in one pass: only when all parts take the same one of them
+  // The AVX-512 kernels run every part of a call together: only when all parts take the same one of them
   // (a float or 5..8-bit half beside a table-lookup half is not a layer we export; it takes the general loops).
   bool one512 = c.parts[0].path == Path::kAvx512Lut || c.parts[0].path == Path::kAvx512Sign;
   for (int s = 1; s < c.S; ++s) one512 = one512 && c.parts[s].path == c.parts[0].path;
@@ -441,10 +442,13 @@ void run(Call& c) {
   const int rcs = (blocks + bpc - 1) / bpc;
   const int mper = (M + tok_chunks - 1) / tok_chunks;
   const int tcs = (M + mper - 1) / mper;
-  parallel_for(tcs * rcs, c.threads, [&](int task) {
-    const int tc = task / rcs, rc = task % rcs;
-    const int m0 = tc * mper, m1 = std::min(M, m0 + mper);
-    const int n0 = rc * bpc * kBlockN, n1 = std::min(N, n0 + bpc * kBlockN);
+  // The task body captures one pointer, so std::function keeps it in place: no heap allocation per call.
+  struct Plan { const Call* c; int rcs, mper, bpc; } plan{&c, rcs, mper, bpc};
+  parallel_for(tcs * rcs, c.threads, [&plan](int task) {
+    const Call& c = *plan.c;
+    const int tc = task / plan.rcs, rc = task % plan.rcs;
+    const int m0 = tc * plan.mper, m1 = std::min(c.M, m0 + plan.mper);
+    const int n0 = rc * plan.bpc * kBlockN, n1 = std::min(c.N, n0 + plan.bpc * kBlockN);
     if (m0 < m1 && n0 < n1) run_task(c, m0, m1, n0, n1);
   });
 }

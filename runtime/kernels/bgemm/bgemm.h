@@ -47,9 +47,13 @@ void binary_linear(const BinaryLinearArgs& a, Isa isa = Isa::kAuto);
 void binary_linear_examples(const BinaryLinearArgs& a, int examples, Isa isa = Isa::kAuto);
 
 // One TWS slot whose two binary halves share ONE input quantizer (same mode, bits, symmetry and step), with the
-// halves in separate buffers (as two exported ops hold them today): both halves run in one pass over one set of
-// tables, y = act(x) @ (alpha0 * sign(W0) + alpha1 * sign(W1))^T + bias, bit-identical to binary_linear with S = 2
+// halves in separate buffers (as two exported ops hold them today): the tables are built once and serve both
+// halves, y = act(x) @ (alpha0 * sign(W0) + alpha1 * sign(W1))^T + bias, bit-identical to binary_linear with S = 2
 // and act[0] == act[1] in integer modes. `examples` as in binary_linear_examples.
+// A tied slot (one quantizer and alpha0 == alpha1: exactly ternary alpha * (s1 + s2)) is this call too. No separate
+// ternary kernel: on AVX-512 a 3-weight ternary table (27 entries) needs 32-byte slots, so only 2 groups fit one
+// vpermb table and vpdpbusd's 4-byte sums would mix rows; accumulating it costs as many instructions per ternary
+// weight as the two binary lookups here.
 struct BinaryPairArgs {
   int M = 0, N = 0, K = 0;
   const float* x = nullptr;                   // [M, K]

@@ -152,8 +152,8 @@ BEBERT_AVX2 int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, 
   int32_t s = 0;
   for (int i = 0; i < 8; ++i) s += lanes[i];
   if (K32 < K) {
-    std::vector<uint64_t> rest(static_cast<size_t>(q.B), 0);
-    s += quantize_row_scalar(x + K32, K - K32, q, rest.data());
+    uint64_t rest[8] = {};  // B <= 8 planes of the tail word (no allocation per row)
+    s += quantize_row_scalar(x + K32, K - K32, q, rest);
     for (int j = 0; j < q.B; ++j) planes[static_cast<size_t>(j) * Wd + (K32 >> 6)] |= rest[j] << (K32 & 63);
   }
   return s;

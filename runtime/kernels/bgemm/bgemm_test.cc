@@ -1,9 +1,11 @@
 // Standalone test of the binary linear kernels against a naive reference written from the definitions in
 // bgemm.h (unpacked signs, double arithmetic). Built natively and cross-built for aarch64 (run under
 // qemu-aarch64) by runtime/kernels/test_kernels.sh. Exit status 0 = all passed.
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <random>
 #include <vector>
 
@@ -11,6 +13,18 @@
 #include "bgemm.h"
 
 using namespace bebert;
+
+// Counts every heap allocation of the process, so the test can check that a warmed-up call allocates nothing.
+// (GCC 12 flags free() of memory from the replaced operator new as mismatched: both sides use malloc/free here.)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+std::atomic<long> g_allocations{0};
+void* operator new(size_t n) {
+  g_allocations++;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -131,6 +145,40 @@ void run_pair_case(std::mt19937& rng, int M, int N, int K, ActQuant q, int threa
   }
 }
 
+// Per-call overhead: once a layer has run (weights arranged and cached, per-thread buffers grown), further calls
+// allocate nothing, on every ISA and mode. One thread: with two, a pool thread that happened to take no task
+// during the warm-up grows its own buffers on a later call, once.
+void check_no_allocation_per_call(std::mt19937& rng) {
+  const int M = 37, N = 200, K = 300;
+  std::vector<float> x(size_t(M) * K), y(size_t(M) * N), alpha(2 * N, 1.0f), bias(N, 0.5f);
+  for (auto& v : x) v = float(int(rng() % 200) - 100) / 30.0f;
+  std::vector<uint8_t> w(size_t(2) * N * row_bytes(K));
+  for (auto& v : w) v = uint8_t(rng());
+  const ActQuant modes[][2] = {{{ActMode::kInt, 4, true, 0.3f}, {ActMode::kInt, 4, true, 0.31f}},
+                               {{ActMode::kInt, 4, false, 0.3f}, {ActMode::kInt, 4, false, 0.3f}},
+                               {{ActMode::kSign, 1, true, 1.0f}, {ActMode::kSign, 1, true, 1.0f}},
+                               {{ActMode::kInt, 8, true, 0.1f}, {ActMode::kInt, 8, true, 0.1f}},
+                               {{ActMode::kFloat, 32, true, 1.0f}, {ActMode::kFloat, 32, true, 1.0f}}};
+  for (Isa isa : kIsas) {
+    if (!isa_supported(isa)) continue;
+    for (int threads : {1})
+      for (const auto& q : modes) {
+        BinaryLinearArgs a;
+        a.M = M; a.N = N; a.K = K; a.S = 2; a.x = x.data(); a.w = w.data(); a.alpha = alpha.data();
+        a.bias = bias.data(); a.act = q; a.y = y.data(); a.threads = threads;
+        for (int i = 0; i < 3; ++i) binary_linear(a, isa);
+        const long before = g_allocations.load();
+        for (int i = 0; i < 5; ++i) binary_linear(a, isa);
+        const long n = g_allocations.load() - before;
+        if (n != 0) {
+          std::printf("FAIL allocation: isa=%s threads=%d mode=%d bits=%d: %ld allocations in 5 calls\n", isa_name(isa),
+                      threads, int(q[0].mode), q[0].bits, n);
+          ++failures;
+        }
+      }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -161,6 +209,7 @@ int main() {
         ++cases;
       }
     }
+  check_no_allocation_per_call(rng);
   std::printf("%d cases, %d failures (best isa: %s)\n", cases, failures, isa_name(best_isa()));
   return failures ? 1 : 0;
 }

@@ -248,7 +248,11 @@ def save_onnx(model: onnx.ModelProto, out: str | Path) -> Path:
 
 
 def quantize_int8(fp32_path: str | Path, out: str | Path) -> Path:
-    """Dynamic-range int8 baseline (onnxruntime.quantization.quantize_dynamic of the fp32 export)."""
+    """Dynamic-range int8 baseline (onnxruntime.quantization.quantize_dynamic of the fp32 export): MatMul weights
+    int8 (MatMulInteger on uint8 activations quantized per run), and the word / token-type tables too: Gather is
+    in quantize_dynamic's default op set (GatherQuant), which stores a Gather's initializer table as uint8 with one
+    scale and zero point and widens only the gathered rows (DequantizeLinear), ~4x smaller than the float table.
+    The position table stays float (it is read through Slice, not Gather; max_len rows only)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from bebert_deploy.io import atomic_path

@@ -61,7 +61,7 @@ def test_bench_measures_every_model_against_baseline(exported, tiny_data, tmp_pa
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
         assert r["peak_rss_mb"] > r["rss_before_load_mb"] > 0
         assert 0.0 <= r["metrics"]["accuracy"] <= 1.0
-    assert rows[1]["isa"] in ("avx2", "neon", "scalar") and rows[3]["isa"] == rows[1]["isa"]
+    assert rows[1]["isa"] in ("avx512", "avx2", "neon", "scalar") and rows[3]["isa"] == rows[1]["isa"]
     assert rows[1]["metrics"] == rows[3]["metrics"]  # the same ensemble in ONNX Runtime and in LiteRT
     b.write_json(res, str(tmp_path / "a.json"))
     res["device_label"] = "board-b"

@@ -56,24 +56,32 @@ def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, mem
                            default_base(), teacher=teacher, provenance={"note": "random weights, for size/latency only"})
 
 
-def profile_onnx(paths, seq_len: int, threads: int, runs: int) -> dict:
-    """Per-op-type kernel time (ms per run, ONNX Runtime's profiler) and median wall time of each ONNX file."""
+def profile_onnx(paths, seq_len: int, threads: int, runs: int, compare_lib: str | None = None) -> dict:
+    """Per-op-type kernel time (ms per run, ONNX Runtime's profiler) and median wall time of each ONNX file.
+    compare_lib: another build of our op library (e.g. the previous commit's _ort_ops*.so); the custom-op files
+    then also run with it ("NAME [compare-lib]"), interleaved with everything else: a before/after in one run."""
     import numpy as np
     import onnxruntime as ort
 
     from bebert_deploy.runtime.session import ort_ops_library
 
-    lib = str(ort_ops_library())
-    ctypes.CDLL(lib).bebert_set_threads(threads)
+    libs = {"": str(ort_ops_library())}
+    if compare_lib:
+        libs[" [compare-lib]"] = compare_lib
+    for lib in libs.values():
+        ctypes.CDLL(lib).bebert_set_threads(threads)
     sessions = {}
     for p in paths:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.register_custom_ops_library(lib)
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(p).with_suffix("")) + "-profile"
-        sessions[Path(p).name] = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        for tag, lib in libs.items():
+            if tag and "custom" not in Path(p).name:
+                continue
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.register_custom_ops_library(lib)
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(p).with_suffix("")) + "-profile"
+            sessions[Path(p).name + tag] = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {"input_ids": rng.integers(1000, 20000, (1, seq_len)).astype(np.int64),
              "attention_mask": np.ones((1, seq_len), np.int64), "token_type_ids": np.zeros((1, seq_len), np.int64)}
@@ -107,6 +115,8 @@ def main(argv=None):
     ap.add_argument("--bibert", default="", help="also BiBERT (W1A1) ensembles of these sizes, custom ops, e.g. 1,2")
     ap.add_argument("--out", default="results/shapes")
     ap.add_argument("--profile", action="store_true", help="also ONNX Runtime's per-op-type time of each ONNX file")
+    ap.add_argument("--compare-lib", default=None,
+                    help="with --profile: also run the custom-op ONNX files with this build of _ort_ops*.so")
     a = ap.parse_args(argv)
     out = Path(a.out)
     counts = [int(x) for x in a.members.split(",")]
@@ -141,11 +151,12 @@ def main(argv=None):
         b.write_json(res, str(d / "bench.json"))
         print(json.dumps({r["model"]: [round(r["size_mb"], 2), round(r["p50_ms"], 2)] for r in res["rows"]}))
         if a.profile:
-            prof = profile_onnx([p for p in models if str(p).endswith(".onnx")], a.seq_len, a.threads, a.runs)
+            prof = profile_onnx([p for p in models if str(p).endswith(".onnx")], a.seq_len, a.threads, a.runs,
+                                a.compare_lib)
             (d / "profile.json").write_text(json.dumps(prof, indent=2))
             for name, r in prof.items():
                 top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(r["per_op_ms"].items())[:6])
-                print(f"{name:28s} wall p50 {r['wall_p50_ms']:7.2f} ms | kernel {r['kernel_ms']:6.2f} ms: {top}")
+                print(f"{name:42s} wall p50 {r['wall_p50_ms']:7.2f} ms | kernel {r['kernel_ms']:6.2f} ms: {top}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
 """Packed-bit layout and kernels: every ISA path against the numpy reference (runtime/reference.py)."""
-import ctypes
 import os
 import shutil
 import subprocess
@@ -17,24 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _all_isas():
-    """Every kernel path this CPU runs: the binding's named ones plus those only $BEBERT_ISA reaches (avx512),
-    as the kernels themselves report them (the op library's bebert_isa() honours $BEBERT_ISA when supported)."""
-    from bebert_deploy.runtime.session import ort_ops_library
-
-    lib = ctypes.CDLL(str(ort_ops_library()))
-    lib.bebert_isa.restype = ctypes.c_char_p
-    found = list(_kernels.supported_isas())
-    saved = os.environ.pop("BEBERT_ISA", None)
-    try:
-        for isa in ("avx512",):
-            os.environ["BEBERT_ISA"] = isa
-            if lib.bebert_isa().decode() == isa:
-                found.append(isa)
-    finally:
-        os.environ.pop("BEBERT_ISA", None)
-        if saved is not None:
-            os.environ["BEBERT_ISA"] = saved
-    return found
+    """Every kernel path this CPU runs, as the binding reports them (scalar, avx2, avx512, neon)."""
+    return list(_kernels.supported_isas())
 
 
 ISAS = _all_isas()

@@ -21,8 +21,9 @@ Isa parse_isa(const std::string& s) {
   if (s == "auto") return Isa::kAuto;
   if (s == "scalar") return Isa::kScalar;
   if (s == "avx2") return Isa::kAvx2;
+  if (s == "avx512") return Isa::kAvx512;
   if (s == "neon") return Isa::kNeon;
-  throw std::invalid_argument("unknown isa '" + s + "' (auto, scalar, avx2, neon)");
+  throw std::invalid_argument("unknown isa '" + s + "' (auto, scalar, avx2, avx512, neon)");
 }
 
 ActMode parse_mode(const std::string& s) {
@@ -86,7 +87,7 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("best_isa", []() { return std::string(isa_name(best_isa())); });
   m.def("supported_isas", []() {
     std::vector<std::string> out;
-    for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kNeon})
+    for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon})
       if (isa_supported(i)) out.push_back(isa_name(i));
     return out;
   });

@@ -168,3 +168,29 @@ def test_checkpoint_files_respect_the_umask(tmp_path, tiny_base):
         os.umask(old)
     modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()}
     assert modes["member_0.safetensors"] == 0o644 and all(v == 0o644 for v in modes.values()), modes
+
+
+def test_bootstrap_members_see_the_teacher_logits_of_their_own_rows(tmp_path, tiny_base, tiny_data, monkeypatch):
+    from bebert_deploy.config import BoostConfig, TrainConfig
+    from bebert_deploy.training import pipeline
+    from bebert_deploy.training.pipeline import predict_logits, train_bebert
+
+    seen = []
+    real_fit = pipeline.fit
+
+    def spy(model, train, dev, task, spec, teacher=None, *args, **kw):
+        # fit(model, train, dev, task, spec, teacher, teacher_heads, sample_weights, resample, teacher_logits)
+        t_log = kw.get("teacher_logits", args[3] if len(args) > 3 else None)
+        if t_log is not None and spec.desc.startswith("member"):
+            seen.append((train, teacher, t_log.clone()))
+        return real_fit(model, train, dev, task, spec, teacher, *args, **kw)
+
+    monkeypatch.setattr(pipeline, "fit", spy)
+    cfg = TrainConfig(data_dir=str(tiny_data), base=str(tiny_base), max_len=16, batch_size=16, teacher_epochs=1,
+                      half_distill_epochs=0, ternary_epochs=1, member_epochs=1, lr=1e-3, teacher_lr=1e-3,
+                      bootstrap=True, device="cpu", boost=BoostConfig(members=1))
+    train_bebert(cfg, tmp_path / "ck")
+    assert seen
+    for data, teacher, t_log in seen:
+        # the bootstrap sample reorders and repeats rows: the cached logits must follow the sample
+        np.testing.assert_allclose(t_log.numpy(), predict_logits(teacher, data, 64, trim=True), atol=1e-5)

@@ -116,9 +116,12 @@ class _Run:
         return StageSpec(epochs, lr, loss, c.step_lr, c.weight_decay, c.warmup, c.batch_size, c.seed + seed_off,
                          desc, hw)
 
-    def fit(self, model, data: TensorData, spec: StageSpec, weights=None, resample=False):
-        """fit() on ``data`` (train or train_all) with the cached teacher logits of its rows."""
-        t_log = self.teacher_logits[:len(data)] if self.teacher_logits is not None else None
+    def fit(self, model, data: TensorData, spec: StageSpec, weights=None, resample=False, rows=None):
+        """fit() on ``data`` with the cached teacher logits of its rows: ``rows`` (int64 [len(data)]) indexes
+        train_all for a resampled set; None means data is the first len(data) rows of train_all (train or train_all)."""
+        t_log = None
+        if self.teacher_logits is not None:
+            t_log = self.teacher_logits[:len(data)] if rows is None else self.teacher_logits[rows]
         return fit(model, data, self.dev, self.task, spec, self.teacher, self.teacher_heads, weights, resample, t_log)
 
     def kd_loss(self) -> str:
@@ -195,7 +198,7 @@ def _binary_init(run: _Run, seed_off: int, tag: str) -> BertClassifier:
     return init
 
 
-def _train_member(run: _Run, init, i: int, seed_off: int, weights=None, resample=False, data=None):
+def _train_member(run: _Run, init, i: int, seed_off: int, weights=None, resample=False, data=None, rows=None):
     cfg = run.cfg
     member = copy.deepcopy(init)
     for p in member.parameters():
@@ -205,9 +208,9 @@ def _train_member(run: _Run, init, i: int, seed_off: int, weights=None, resample
     t0 = time.perf_counter()
     if cfg.kd == "two_stage":
         run.fit(member, data, run.spec(cfg.member_epochs, 2.5 * cfg.lr, "inter", f"member{i}-stage1", seed_off + 1),
-                weights, resample)
+                weights, resample, rows)
     res = run.fit(member, data, run.spec(cfg.member_epochs, cfg.lr, run.kd_loss(), f"member{i}", seed_off + 2),
-                  weights, resample)
+                  weights, resample, rows)
     res["seconds"] = time.perf_counter() - t0
     res["lsq_steps"] = {"before": steps_before, "after": lsq_steps(member)}
     return member.eval(), res
@@ -226,10 +229,11 @@ def _independent_members(run: _Run):
     for i in range(cfg.boost.members):
         off = 1000 * i
         init = _binary_init(run, off, f"-m{i}" if i else "")
-        data = run.kd_data()
+        data, rows = run.kd_data(), None
         if cfg.bootstrap:
-            data = data.subset(np.random.default_rng(cfg.seed + off + 5).choice(len(data), len(data), replace=True))
-        member, res = _train_member(run, init, i, off, data=data)
+            rows = torch.as_tensor(np.random.default_rng(cfg.seed + off + 5).choice(len(data), len(data), replace=True))
+            data = data.subset(rows)
+        member, res = _train_member(run, init, i, off, data=data, rows=rows)
         run.summary["stages"][f"member{i}"] = res
         members.append(member)
         alphas.append(1.0)

@@ -82,10 +82,10 @@ def unlabeled(cfg: TrainConfig, task: TaskSpec, tokenizer, train_texts: list[str
         texts += augmented(train_texts, cfg.augment, cfg.seed)
     if not texts:
         return None
-    enc = encode(tokenizer, texts, None, cfg.max_len)
-    fill = torch.full((len(texts),), -1, dtype=torch.int64) if not task.is_regression else torch.full((len(texts),), float("nan"))
-    return TensorData(torch.from_numpy(enc["input_ids"]), torch.from_numpy(enc["attention_mask"]),
-                      torch.from_numpy(enc["token_type_ids"]), fill)
+    from types import SimpleNamespace
+
+    fill = [float("nan") if task.is_regression else -1] * len(texts)
+    return tensorize(SimpleNamespace(text_a=texts, text_b=None, labels=fill), task, tokenizer, cfg.max_len)
 
 
 class _Run:

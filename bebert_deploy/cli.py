@@ -80,6 +80,9 @@ def _int_list(s: str | None) -> list[int] | None:
 @click.option("--members", default=2, show_default=True, help="Ensemble size N.")
 @click.option("--kd", type=click.Choice(["none", "pred", "two_stage"]), default="pred", show_default=True)
 @click.option("--tws/--no-tws", default=True, show_default=True, help="Ternary weight splitting from a half-width ternary model.")
+@click.option("--tws-tied", is_flag=True,
+              help="Tie the two TWS halves (one input quantizer, one scale): members stay exactly ternary and every "
+                   "slot exports as one GEMM (one stock INT4 FULLY_CONNECTED in the builtin TFLite lowering).")
 @click.option("--member-type", type=click.Choice(["binarybert", "bibert"]), default="binarybert", show_default=True,
               help="bibert: W1-E1-A1 members with Bi-Attention and BiBERT's DMD distillation (implies --no-tws).")
 @click.option("--act-bits", type=click.Choice(["32", "8", "4"]), default="4", show_default=True)
@@ -106,7 +109,7 @@ def _int_list(s: str | None) -> list[int] | None:
 @click.option("--lr", default=None, type=float, show_default="TrainConfig.lr")
 @click.option("--seed", default=None, type=int, show_default="TrainConfig.seed")
 @friendly
-def train(out_dir, task, data_dir, base, teacher, members, kd, tws, member_type, act_bits, per_row, paper_boosting,
+def train(out_dir, task, data_dir, base, teacher, members, kd, tws, tws_tied, member_type, act_bits, per_row, paper_boosting,
           ensemble, bootstrap, extra_text, augment, hard_weight, half_distill_epochs, device, max_len,
           train_limit, dev_limit, epochs, teacher_epochs, ternary_epochs, batch_size, lr, seed):
     """Fine-tune a teacher, binarize (TWS) and train an ensemble of binary BERTs."""
@@ -124,8 +127,8 @@ def train(out_dir, task, data_dir, base, teacher, members, kd, tws, member_type,
                   member_epochs=epochs, lr=lr, seed=seed, ensemble=ensemble, hard_weight=hard_weight,
                   half_distill_epochs=half_distill_epochs, extra_text=extra_text, augment=augment)
     cfg = TrainConfig(task=task, data_dir=data_dir, base=base, teacher=teacher, train_limit=train_limit or None,
-                      dev_limit=dev_limit or None, kd=kd, tws=tws, quant=quant, boost=boost, bootstrap=bootstrap,
-                      device=device,
+                      dev_limit=dev_limit or None, kd=kd, tws=tws, tws_tied=tws_tied, quant=quant, boost=boost,
+                      bootstrap=bootstrap, device=device,
                       **{k: v for k, v in chosen.items() if v is not None})
     summary = train_bebert(cfg, out_dir)
     for name, st in summary["stages"].items():

@@ -41,6 +41,9 @@ class TrainConfig:
     bebert_deploy.data.extra_text, comma-separated), deduplicated against every dev/test split.
     half_distill_epochs: prediction-KD epochs of the pruned half-width full-precision model before ternarizing.
     hard_weight: weight of the hard-label loss added to prediction KD on labelled rows.
+    tws_tied: skip the split and keep training the ternary model as the member: a TWS slot whose two binary halves
+    share one input quantizer and one scale is exactly ternary alpha * (s0 + s1), so every slot exports as one
+    GEMM (the speed issue's tied TWS); untied halves (the default) each learn their own scale and step.
     device: 'auto' (CUDA when available), 'cpu' or 'cuda'.
     """
 
@@ -64,6 +67,7 @@ class TrainConfig:
     kd: str = "pred"                     # none | pred | two_stage
     hard_weight: float = 0.5
     tws: bool = True
+    tws_tied: bool = False               # members stay ternary: TWS halves with one quantizer and one scale
     width: float = 0.5
     seed: int = 42
     ensemble: str = "independent"        # independent | boost

@@ -16,7 +16,7 @@ from torch import nn
 
 from bebert_deploy.models.bert import MASK_VALUE, BertClassifier
 from bebert_deploy.models.layers import QuantEmbedding, QuantLinear, layer_parts
-from bebert_deploy.models.quantizers import LsqActQuantizer, SignActQuantizer, weight_scale
+from bebert_deploy.models.quantizers import LsqActQuantizer, SignActQuantizer, ternary_sign_planes, weight_scale
 from bebert_deploy.runtime.bitpack import pack_bits
 
 
@@ -68,13 +68,28 @@ class LinearSpec:
     def binary(self) -> bool:
         return self.packed is not None
 
+    @property
+    def tied(self) -> bool:
+        """Two halves with one input quantizer and one scale: exactly ternary alpha * (s0 + s1) (tied TWS)."""
+        return (self.binary and self.packed.shape[0] == 2 and self.act.steps[0] == self.act.steps[1]
+                and np.array_equal(self.alpha[0], self.alpha[1]))
+
+
+def _ternary_parts(w: torch.Tensor, per_row: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A ternary weight [N, K] -> (packed uint8 [2, N, row_bytes(K)], scales float32 [2, N]): the two sign planes
+    of a tied TWS slot sharing one scale (models.quantizers.ternary_sign_planes)."""
+    planes, scale = ternary_sign_planes(w.detach().float(), per_row)
+    sc = _np(scale)
+    return pack_bits(_np(planes)), np.stack([sc, sc]).astype(np.float32)
+
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().float().numpy()
 
 
 def linear_spec(slot: nn.Module) -> LinearSpec:
-    """Lower a linear slot (QuantLinear, a SumOfParts of them, or nn.Linear)."""
+    """Lower a linear slot (QuantLinear, a SumOfParts of them, or nn.Linear). A ternary QuantLinear (a tied TWS
+    member) becomes two binary halves with one scale and one input quantizer, which is exact."""
     parts = layer_parts(slot)
     if isinstance(parts[0], QuantLinear):
         bias = sum(_np(p.bias) for p in parts)
@@ -84,9 +99,14 @@ def linear_spec(slot: nn.Module) -> LinearSpec:
             packed = np.stack([pack_bits(_np(p.weight)) for p in parts])
             alpha = np.stack([np.broadcast_to(_np(weight_scale(p.weight, p.per_row)).reshape(-1), (n,)) for p in parts])
             return LinearSpec(k, n, bias.astype(np.float32), act, packed=packed, alpha=alpha.astype(np.float32))
+        if parts[0].weight_mode == "ternary" and len(parts) == 1:  # a tied TWS member: two planes, one quantizer
+            packed, alpha = _ternary_parts(parts[0].weight, parts[0].per_row)
+            act = act_spec([parts[0].act_quant] * 2)
+            return LinearSpec(k, n, bias.astype(np.float32), act, packed=packed, alpha=alpha)
         if parts[0].weight_mode == "fp" and len(parts) == 1:
             return LinearSpec(k, n, bias.astype(np.float32), act, weight=_np(parts[0].weight))
-        raise ValueError(f"cannot export {parts[0].weight_mode} weights: export binary or full-precision models")
+        raise ValueError(f"cannot export {parts[0].weight_mode} weights: export binary, ternary (tied TWS) or "
+                         "full-precision models")
     if isinstance(slot, nn.Linear):
         return LinearSpec(slot.in_features, slot.out_features, _np(slot.bias), ActSpec(), weight=_np(slot.weight))
     raise ValueError(f"unsupported layer {type(slot).__name__}")
@@ -110,6 +130,9 @@ def embedding_spec(slot: nn.Module) -> EmbeddingSpec:
     if parts[0].weight_mode == "binary":
         packed = np.stack([pack_bits(_np(p.weight)) for p in parts])
         scales = np.stack([_np(weight_scale(p.weight, True)).reshape(-1) for p in parts]).astype(np.float32)
+        return EmbeddingSpec(dim, packed=packed, scales=scales)
+    if parts[0].weight_mode == "ternary" and len(parts) == 1:
+        packed, scales = _ternary_parts(parts[0].weight, True)
         return EmbeddingSpec(dim, packed=packed, scales=scales)
     if parts[0].weight_mode == "fp" and len(parts) == 1:
         return EmbeddingSpec(dim, table=_np(parts[0].weight))

@@ -166,6 +166,10 @@ class TfliteLowering(Primitives):
             ins = [x, g.init(f"{name}.packed", spec.packed), g.init(f"{name}.alpha", spec.alpha),
                    g.init(f"{name}.bias", spec.bias), g.init(f"{name}.steps", spec.act.steps), g.const(params, np.int32)]
             return g.op(CUSTOM_LINEAR, ins, g.shape(x)[:-1] + (spec.n,), custom=CUSTOM_LINEAR)
+        if spec.tied:  # one stock INT4 FULLY_CONNECTED of values {-2, 0, 2} (exact), not one per half
+            w = binary_int4_weight(g, f"{name}.tied", spec.packed, spec.alpha[0], spec.k)
+            return self.fully_connected(fake_quant(self, x, spec.act), w, g.init(f"{name}.bias", spec.bias), spec.n,
+                                        True, spec.act.mode != "sign")
         out = None
         for s in range(spec.packed.shape[0]):
             w = binary_int4_weight(g, f"{name}.part{s}", spec.packed[s], spec.alpha[s], spec.k)

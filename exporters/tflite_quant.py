@@ -1,6 +1,6 @@
 """Quantized weight tensors of the stock TFLite lowering: TFLite's packed INT4 layout, per-channel int8 weights
-(FC weights and the int8 baseline's word-embedding rows), and the INT4 +-1 tensors that hold a binary layer's
-signs exactly (its scale alpha as the per-channel scale)."""
+(FC weights and the int8 baseline's word-embedding rows), and the INT4 tensors that hold a binary layer's
+signs (or a tied TWS slot's sum of two sign planes) exactly, its scale alpha as the per-channel scale."""
 from __future__ import annotations
 
 import numpy as np
@@ -48,9 +48,12 @@ def int8_weight(g: TfliteGraph, name: str, weight: np.ndarray) -> int:
 
 
 def binary_int4_weight(g: TfliteGraph, name: str, packed: np.ndarray, alpha: np.ndarray, k: int) -> int:
-    """One binary half: packed bits uint8 [N, row_bytes(k)] and scales float32 [N] -> INT4 tensor [N, k] of +-1
-    with per-channel scale alpha, so the dequantized weight is exactly alpha * sign(w)."""
-    signs = unpack_bits(packed, k).astype(np.int8)  # [N, K] of +-1
+    """Sign planes sharing one scale -> INT4 tensor [N, k] of their sum with per-channel scale alpha, so the
+    dequantized weight is exactly alpha * sum_s sign_s(w): packed uint8 [N, row_bytes(k)] (one binary half,
+    values +-1) or [2, N, row_bytes(k)] (a tied TWS slot, values -2, 0, 2); alpha float32 [N]."""
+    q = unpack_bits(packed, k).astype(np.int8)
+    if q.ndim == 3:
+        q = q.sum(axis=0, dtype=np.int8)
     # A zero-scale row (all weights binarized to 0) is stored as zeros with scale 1: TFLite rejects scale 0.
-    signs[alpha == 0] = 0
-    return quantized_weight(g, name, signs, np.where(alpha == 0, 1.0, alpha), True)
+    q[alpha == 0] = 0
+    return quantized_weight(g, name, q, np.where(alpha == 0, 1.0, alpha), True)

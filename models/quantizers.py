@@ -64,11 +64,16 @@ def ternary_params(w: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.
     return delta, alpha
 
 
+def _ternary_signs(w: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """sign(w) * [|w| > delta]: values in {-1, 0, +1}, w's shape."""
+    return torch.sign(w) * (w.abs() > delta).to(w.dtype)
+
+
 class _TernaryWeight(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: torch.Tensor, per_row: bool) -> torch.Tensor:
         delta, alpha = ternary_params(w, per_row)
-        return alpha * torch.sign(w) * (w.abs() > delta).to(w.dtype)
+        return alpha * _ternary_signs(w, delta)
 
     @staticmethod
     def backward(ctx, g):
@@ -78,6 +83,21 @@ class _TernaryWeight(torch.autograd.Function):
 def ternarize_weight(w: torch.Tensor, per_row: bool = False) -> torch.Tensor:
     """TWN ternarization ``alpha * sign(w) * [|w| > 0.7 mean|w|]``; identity STE. Same shape as ``w``."""
     return _TernaryWeight.apply(w, per_row)
+
+
+def ternary_sign_planes(w: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ternarized weight as two binary halves with ONE shared scale (a tied TWS slot, exact):
+    ternarize(w) == scale * (planes[0] + planes[1]).
+
+    w float [N, K] -> (planes float +-1 [2, N, K], scale float [N]) with scale = alpha_T / 2 (per row, or the
+    per-tensor alpha_T broadcast to every row). t > 0 -> (+1, +1), t < 0 -> (-1, -1), t == 0 -> (+1, -1).
+    Halving a float is exact, so the two halves reproduce alpha_T bit for bit.
+    """
+    delta, alpha = ternary_params(w, per_row)
+    t = _ternary_signs(w, delta)
+    one = torch.ones_like(w)
+    planes = torch.stack([torch.where(t < 0, -one, one), torch.where(t > 0, one, -one)])
+    return planes, (alpha / 2).reshape(-1).expand(w.shape[0]).clone()
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ MODES = {
     "indep": (dict(ensemble="independent"), 3),
     "boost": (dict(ensemble="boost"), 3),
     "indep-noextra": (dict(ensemble="independent", extra_text="none", augment=0), 2),
+    "tied-noextra": (dict(ensemble="independent", extra_text="none", augment=0, tws_tied=True), 2),
 }
 NOISE_STDS = (0.1, 0.3, 0.5, 1.0)
 NOISE_SEEDS = 3

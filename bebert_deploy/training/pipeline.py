@@ -165,9 +165,11 @@ def _train_teacher(run: _Run) -> None:
 
 def _binary_init(run: _Run, seed_off: int, tag: str) -> BertClassifier:
     """The binary start of a member: prune -> (distil the half-width FP model) -> ternary -> TWS, or the
-    teacher's weights re-quantized (no TWS)."""
+    teacher's weights re-quantized (no TWS), or the ternary model itself (tied TWS)."""
     cfg, task, q = run.cfg, run.task, run.cfg.quant
     kd_loss = run.kd_loss()
+    if cfg.tws_tied and not cfg.tws:
+        raise ValueError("--tws-tied ties the halves of ternary weight splitting: it cannot go with --no-tws")
     if not cfg.tws:
         return with_quant(run.teacher, replace(q, split=False)).to(run.device)
     if q.weight_mode != "binary":
@@ -193,6 +195,8 @@ def _binary_init(run: _Run, seed_off: int, tag: str) -> BertClassifier:
     st = run.fit(ternary, run.kd_data(), run.spec(cfg.ternary_epochs, cfg.lr, kd_loss, f"ternary{tag}", seed_off))
     st["seconds"] = time.perf_counter() - t0
     stages[f"ternary{tag}"] = st
+    if cfg.tws_tied:
+        return ternary
     init = tws_split(ternary.cpu()).to(run.device)
     stages[f"tws_split{tag}"] = {"dev": evaluate_logits(task, predict_logits(init, run.dev), run.dev.labels.numpy())}
     return init

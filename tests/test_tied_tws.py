@@ -1,0 +1,88 @@
+"""Tied TWS (speed issue): members that stay ternary (two binary halves sharing one input quantizer and one scale)
+train, save, and export as ONE GEMM per slot: two sign planes with equal scales for our ops (one shared table),
+one stock INT4 FULLY_CONNECTED of values {-2, 0, 2} for the builtin TFLite lowering; outputs match PyTorch."""
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bebert_deploy.checkpoint import load_checkpoint
+from bebert_deploy.cli import main
+from bebert_deploy.config import BoostConfig, TrainConfig
+from bebert_deploy.exporters.export import export
+from bebert_deploy.exporters.lowering import ensemble_spec
+from bebert_deploy.models.quantizers import ternarize_weight, ternary_sign_planes
+from bebert_deploy.runtime.bitpack import unpack_bits
+from bebert_deploy.runtime.session import Session
+from bebert_deploy.runtime.tflite_file import read_tflite
+from bebert_deploy.training.pipeline import train_bebert
+
+from test_onnx_export import QUANT_TOL, _inputs
+from test_tflite_export import BUILTIN_TOL, _ensemble, _feed, _torch_rows
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_ternary_sign_planes_are_exact(per_row):
+    w = torch.randn(24, 70, generator=torch.Generator().manual_seed(3))
+    w[0, :5] = 0.0  # exact zeros ternarize to 0
+    planes, scale = ternary_sign_planes(w, per_row)
+    assert set(planes.unique().tolist()) <= {-1.0, 1.0} and scale.shape == (24,)
+    assert torch.equal(scale[:, None] * (planes[0] + planes[1]), ternarize_weight(w, per_row))
+
+
+@pytest.fixture(scope="module")
+def tied_ckpt(tmp_path_factory, tiny_base, tiny_data):
+    out = tmp_path_factory.mktemp("tied") / "ck"
+    cfg = TrainConfig(data_dir=str(tiny_data), base=str(tiny_base), max_len=16, batch_size=16, teacher_epochs=1,
+                      ternary_epochs=1, member_epochs=1, lr=1e-3, teacher_lr=1e-3, tws_tied=True,
+                      boost=BoostConfig(members=2))
+    train_bebert(cfg, out)
+    return out
+
+
+def test_tied_members_are_ternary_and_lower_to_equal_halves(tied_ckpt):
+    ck = load_checkpoint(tied_ckpt)
+    assert ck.manifest.quant["weight_mode"] == "ternary" and not ck.manifest.quant["split"]
+    spec = ensemble_spec(ck)
+    q = ck.members[0].layers[0].query
+    lin = spec.members[0].layers[0].query
+    assert lin.tied and lin.packed.shape[0] == 2 and lin.act.steps[0] == lin.act.steps[1]
+    # the lowered halves rebuild the member's own ternary weight exactly
+    rebuilt = lin.alpha[0][:, None] * (unpack_bits(lin.packed[0], lin.k) + unpack_bits(lin.packed[1], lin.k))
+    assert np.array_equal(rebuilt, q.quantized_weight().detach().numpy())
+    assert all(s.tied for layer in spec.members[1].layers for s in (layer.query, layer.ffn_in, layer.ffn_out))
+
+
+def test_tied_exports_match_pytorch(tied_ckpt, tmp_path):
+    from ai_edge_litert import schema_py_generated as tfl
+
+    ck = load_checkpoint(tied_ckpt)
+    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=7)
+    ens = _ensemble(ck)
+    with torch.no_grad():
+        ref_batch = ens(ids, mask, types)[0].numpy()
+    ref_rows = np.concatenate([r[0].numpy() for r in _torch_rows(ens, ids, mask, types)])
+    onnx_out = Session(export(tied_ckpt, tmp_path / "t.onnx", "onnx", "binary", "custom"), threads=2).run(
+        _feed(ids, mask, types))
+    assert np.abs(onnx_out["probs"] - ref_batch).max() <= QUANT_TOL
+    custom = Session(export(tied_ckpt, tmp_path / "c.tflite", "tflite", "binary", "custom"), threads=2).run(
+        _feed(ids, mask, types))
+    assert np.abs(custom["probs"] - ref_rows).max() <= QUANT_TOL
+    bp = export(tied_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin")
+    builtin = Session(bp, threads=2).run(_feed(ids, mask, types))
+    assert np.abs(builtin["probs"] - ref_rows).max() <= BUILTIN_TOL
+    assert np.array_equal(builtin["probs"].argmax(-1), ref_rows.argmax(-1))
+    # one FULLY_CONNECTED per quantized slot (6 per layer and the pooler) plus the float classifier, per member
+    m = tfl.Model.GetRootAs(open(bp, "rb").read(), 0)
+    sg = m.Subgraphs(0)
+    codes = [m.OperatorCodes(sg.Operators(i).OpcodeIndex()).BuiltinCode() for i in range(sg.OperatorsLength())]
+    layers = len(ck.members[0].layers)
+    assert codes.count(tfl.BuiltinOperator.FULLY_CONNECTED) == 2 * (6 * layers + 2)
+    assert len(read_tflite(bp).custom_ops) == 0
+
+
+def test_tied_needs_tws(tiny_base, tiny_data, tmp_path):
+    r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "x"), "--data-dir", str(tiny_data), "--base",
+                                  str(tiny_base), "--no-tws", "--tws-tied", "--members", "1", "--max-len", "16",
+                                  "--epochs", "1", "--teacher-epochs", "1"])
+    assert r.exit_code == 1 and "--tws-tied" in r.output and "--no-tws" in r.output

@@ -116,6 +116,12 @@ class Primitives:
         """[B, K] -> float32 [B, K]: 1 at the argmax of each row (first one on ties), 0 elsewhere."""
         raise NotImplementedError
 
+    def quant_attention(self, q, k, v, mask_add, layer: LayerSpec, num_heads: int, name: str):
+        """The fused attention core of a ``fusable_attention`` layer, or None when this lowering has no such op
+        (the graph then spells it out): q, k, v float32 [B, L, H] (projections before their quantizers),
+        mask_add [B, 1, 1, L] -> the context [B, L, H] (runtime/OPS.md, QuantAttention)."""
+        raise NotImplementedError
+
 
 def fake_quant(low: Primitives, x, act: ActSpec, part: int = 0):
     """An activation quantizer (models/quantizers.py) with the same float operations as PyTorch: x unchanged
@@ -133,6 +139,15 @@ def fake_quant(low: Primitives, x, act: ActSpec, part: int = 0):
     return low.add(low.mul(low.clip(low.round(low.div(low.sub(x, mn), step)), qn, qp), step), mn)
 
 
+def fusable_attention(layer: LayerSpec) -> bool:
+    """Softmax attention with symmetric LSQ q/k/v and an asymmetric LSQ probability quantizer of one bit width
+    (BinaryBERT's A4 layer): what the fused QuantAttention op computes."""
+    acts = (layer.q_act, layer.k_act, layer.v_act)
+    return (layer.attention == "softmax" and all(a.mode == "int" and a.symmetric and len(a.steps) == 1 for a in acts)
+            and layer.probs_act.mode == "int" and not layer.probs_act.symmetric and len(layer.probs_act.steps) == 1
+            and len({a.bits for a in (*acts, layer.probs_act)}) == 1)
+
+
 def encoder_layer(low: Primitives, layer: LayerSpec, m: MemberSpec, h, mask_add, name: str):
     """One post-LN BERT layer: h float32 [B, L, H], mask_add [B, 1, 1, L] -> [B, L, H]."""
     nh, hd = m.num_heads, m.head_dim
@@ -140,15 +155,17 @@ def encoder_layer(low: Primitives, layer: LayerSpec, m: MemberSpec, h, mask_add,
     def heads(t, act):  # [B, L, H] -> quantized [B, heads, L, D]
         return low.transpose(low.reshape(fake_quant(low, t, act), [0, 0, nh, hd]), [0, 2, 1, 3])
 
-    q = heads(low.linear(h, layer.query, name + "query"), layer.q_act)
-    k = heads(low.linear(h, layer.key, name + "key"), layer.k_act)
-    v = heads(low.linear(h, layer.value, name + "value"), layer.v_act)
-    scores = low.add(low.div(low.matmul(q, k, transpose_b=True), low.const(math.sqrt(hd))), mask_add)
-    if layer.attention == "bool":  # Bi-Attention: exact, the scores of +-1 queries/keys are multiples of 1/sqrt(d)
-        probs = low.positive(scores)
-    else:
-        probs = fake_quant(low, low.softmax(scores), layer.probs_act)
-    ctx = low.reshape(low.transpose(low.matmul(probs, v), [0, 2, 1, 3]), [0, 0, -1])
+    ql, kl, vl = (low.linear(h, spec, name + part) for spec, part in
+                  ((layer.query, "query"), (layer.key, "key"), (layer.value, "value")))
+    ctx = low.quant_attention(ql, kl, vl, mask_add, layer, nh, name + "attention") if fusable_attention(layer) else None
+    if ctx is None:
+        q, k, v = heads(ql, layer.q_act), heads(kl, layer.k_act), heads(vl, layer.v_act)
+        scores = low.add(low.div(low.matmul(q, k, transpose_b=True), low.const(math.sqrt(hd))), mask_add)
+        if layer.attention == "bool":  # Bi-Attention: exact, the scores of +-1 queries/keys are multiples of 1/sqrt(d)
+            probs = low.positive(scores)
+        else:
+            probs = fake_quant(low, low.softmax(scores), layer.probs_act)
+        ctx = low.reshape(low.transpose(low.matmul(probs, v), [0, 2, 1, 3]), [0, 0, -1])
     h = low.layer_norm(low.add(h, low.linear(ctx, layer.attn_out, name + "attn_out")), layer.ln_attn, m.eps,
                        name + "ln_attn")
     inner = low.activation(low.linear(h, layer.ffn_in, name + "ffn_in"), m.hidden_act)

@@ -179,6 +179,14 @@ class OnnxLowering(Primitives):
             out = y if out is None else g.op("Add", [out, y])
         return g.op("Add", [out, g.init(f"{name}.bias", spec.bias)])
 
+    def quant_attention(self, q, k, v, mask_add, layer, num_heads, name):
+        if self.ops != "custom":
+            return None
+        steps = np.array([layer.q_act.steps[0], layer.k_act.steps[0], layer.v_act.steps[0], layer.probs_act.steps[0]],
+                         np.float32)
+        return self.g.op("QuantAttention", [q, k, v, mask_add, self.g.init(f"{name}.steps", steps)], name=name,
+                         domain=CUSTOM_DOMAIN, num_heads=num_heads, act_bits=layer.probs_act.bits)
+
     def embedding(self, ids, word, position, name, position_name):
         g = self.g
         # the first seq rows of the position table (seq = the input's dynamic length)

@@ -38,6 +38,7 @@ from .tflite_writer import TfliteGraph
 
 CUSTOM_LINEAR = "BebertBinaryFC"
 CUSTOM_EMBEDDING = "BebertBinaryEmbedding"
+CUSTOM_ATTENTION = "BebertQuantAttention"
 
 
 class TfliteLowering(Primitives):
@@ -177,6 +178,15 @@ class TfliteLowering(Primitives):
             y = self.fully_connected(fake_quant(self, x, spec.act, s), w, bias, spec.n, True, spec.act.mode != "sign")
             out = y if out is None else g.binary("ADD", out, y)
         return out
+
+    def quant_attention(self, q, k, v, mask_add, layer, num_heads, name):
+        if self.ops != "custom":
+            return None
+        g = self.g
+        steps = np.array([layer.q_act.steps[0], layer.k_act.steps[0], layer.v_act.steps[0], layer.probs_act.steps[0]],
+                         np.float32)
+        ins = [q, k, v, mask_add, g.init(f"{name}.steps", steps), g.const([num_heads, layer.probs_act.bits], np.int32)]
+        return g.op(CUSTOM_ATTENTION, ins, g.shape(q), custom=CUSTOM_ATTENTION)
 
     def unpack_signs(self, rows: int, dim: int) -> int:
         """uint8 [..., row_bytes] packed rows -> float +-1 [..., dim] (runtime/LAYOUT.md: bit 1 <=> -1, LSB first)."""

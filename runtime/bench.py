@@ -67,6 +67,7 @@ def _worker(path: str, threads: int, conn) -> None:
         sess = Session(path, threads=threads)
         load_s = time.perf_counter() - t0
         conn.send(("ok", {"load_s": load_s, "isa": getattr(sess, "isa", None), "max_len": sess.max_len,
+                          "parallel_members": sess.parallel_members,
                           "task": sess.metadata.get("task"), "labels": sess.labels}))
         while True:
             cmd, arg = conn.recv()
@@ -219,6 +220,7 @@ def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progres
                      "load_s": workers[i].info["load_s"], "p50_ms": float(np.percentile(t, 50)),
                      "p90_ms": float(np.percentile(t, 90)), "p99_ms": float(np.percentile(t, 99)),
                      "throughput_seq_s": cfg.batch * 1e3 / float(np.mean(t)), "isa": workers[i].info["isa"],
+                     "parallel_members": workers[i].info["parallel_members"],
                      "metrics": acc[i], **stats[i],
                      "model_rss_mb": stats[i]["peak_rss_mb"] - stats[i]["rss_before_load_mb"]})
     if baseline:

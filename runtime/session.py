@@ -45,13 +45,18 @@ class Session:
     files run in LiteRT's compiled model with our kernels, stock files in the TFLite interpreter; TFLite files
     have a fixed [1, L] shape, so rows are run one by one, padded to L). Loading a model with the three BERT
     inputs ends with one warm-up run on a [1, max_len] input, so a file whose custom nodes have bad attributes or
-    constants fails here, naming the node.
+    constants fails here, naming the node. ``parallel_members=True`` runs an ONNX ensemble's members side by side
+    (ORT's parallel executor, threads // members threads per op) when threads >= 2; by default they run one after
+    the other, each op on every thread.
     ``predict(texts)`` returns (labels list[str], probs float32 [n, K]); ``run(feed)`` takes the three int64
     [batch, seq] inputs and returns {output name: array}. Failures raise ModelError.
     """
 
-    def __init__(self, model_path: str | Path, threads: int = 1, tokenizer: str | Path | None = None):
+    def __init__(self, model_path: str | Path, threads: int = 1, tokenizer: str | Path | None = None,
+                 parallel_members: bool = False):
         self.path = Path(model_path)
+        self._parallel = parallel_members
+        self.parallel_members = 1  # members run side by side (ONNX files with several members, threads >= 2)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
         self.threads = max(1, int(threads))
@@ -98,31 +103,44 @@ class Session:
     def _init_onnx(self):
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        # ORT's pool threads spin after each op by default; our kernels run their own worker pool between ORT
-        # ops (runtime/kernels/core/thread_pool.cc), so spinning ORT threads would steal the cores it needs.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Fatal only: errors reach the caller as one ModelError line instead of ORT's own stderr log lines.
-        so.log_severity_level = 4
         # Our op library is always registered (registration is cheap): any file of ours may use the `bebert` domain.
         lib = ort_ops_library()
-        try:
-            so.register_custom_ops_library(str(lib))
-        except Exception as e:  # e.g. an onnxruntime older than the op library needs (ort_ops.cc: RegisterCustomOps)
-            raise RuntimeError(f"cannot register the bebert op library with ONNX Runtime: {_ort_message(e)}") from None
-        handle = ctypes.CDLL(str(lib))  # the handle ORT dlopened: sets the thread count our kernels use
-        handle.bebert_set_threads(ctypes.c_int(self.threads))
+        handle = ctypes.CDLL(str(lib))  # the handle ORT dlopens: sets the thread count of the kernels it creates
         handle.bebert_isa.restype = ctypes.c_char_p
         self.isa = handle.bebert_isa().decode()
-        try:
-            self._sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-            self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
-            self.output_names = [o.name for o in self._sess.get_outputs()]
-            self.input_names = [i.name for i in self._sess.get_inputs()]
-        except Exception as e:  # ORT raises its own exception types (not subclasses of ValueError/RuntimeError)
-            raise self._error(f"ONNX Runtime cannot load the model: {_ort_message(e)}") from None
+
+        def load(intra: int, inter: int):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = intra, inter
+            if inter > 1:
+                so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+            # ORT's pool threads spin after each op by default; our kernels run their own worker pool between ORT
+            # ops (runtime/kernels/core/thread_pool.cc), so spinning ORT threads would steal the cores it needs.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # Fatal only: errors reach the caller as one ModelError line instead of ORT's own stderr log lines.
+            so.log_severity_level = 4
+            try:
+                so.register_custom_ops_library(str(lib))
+            except Exception as e:  # e.g. an onnxruntime older than the op library needs (ort_ops.cc: RegisterCustomOps)
+                raise RuntimeError(f"cannot register the bebert op library with ONNX Runtime: {_ort_message(e)}") from None
+            handle.bebert_set_threads(ctypes.c_int(intra))  # kept by this session's kernels (per session)
+            try:
+                return ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            except Exception as e:  # ORT raises its own exception types (not subclasses of ValueError/RuntimeError)
+                raise self._error(f"ONNX Runtime cannot load the model: {_ort_message(e)}") from None
+
+        self._sess = load(self.threads, 1)
+        members = sum(o.name.startswith("logits_") for o in self._sess.get_outputs())
+        if self._parallel and members > 1 and self.threads > 1:
+            # The members are independent branches until the vote: ORT's parallel executor runs them side by side,
+            # each op on threads // members threads (one on 2 cores), instead of one member after the other with
+            # every op forking and joining both threads. Opt-in: on the 2-core development machine it was not
+            # reliably faster (every op already uses both cores; README, known limits).
+            self._sess = load(max(1, self.threads // members), min(members, self.threads))
+            self.parallel_members = min(members, self.threads)
+        self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+        self.input_names = [i.name for i in self._sess.get_inputs()]
 
         def run(feed):
             try:

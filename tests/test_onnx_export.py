@@ -132,7 +132,7 @@ def test_onnx_graph_hygiene(tiny_ckpt, tmp_path):
     assert {n.domain for n in m.graph.node} <= {"", None}
     p = export(tiny_ckpt, tmp_path / "c.onnx", "onnx", "binary", "custom")
     names = {n.op_type for n in onnx.load(str(p)).graph.node if n.domain == "bebert"}
-    assert names == {"BinaryLinear", "BinaryEmbedding"}
+    assert names == {"BinaryLinear", "BinaryEmbedding", "QuantAttention"}
 
 
 def test_cli_export_and_predict(tiny_ckpt, tmp_path):
@@ -169,3 +169,21 @@ def test_dynamic_sequence_axis(tiny_ckpt, tmp_path):
         out = _run(p, ids, mask, types)
         assert out["probs"].shape == ref.shape
         assert np.abs(out["probs"] - ref).max() <= tol, (precision, ops, np.abs(out["probs"] - ref).max())
+
+
+def test_members_run_side_by_side(tiny_ckpt, tmp_path):
+    """parallel_members=True with threads >= members runs the ONNX members in ORT's parallel executor (one thread
+    per op each); the outputs equal the one-after-the-other session's; a one-member file stays sequential."""
+    ck = load_checkpoint(tiny_ckpt)
+    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=9)
+    p = export(tiny_ckpt, tmp_path / "ens.onnx", "onnx", "binary", "custom")
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
+    par, seq = Session(p, threads=2, parallel_members=True), Session(p, threads=2)
+    assert (par.parallel_members, seq.parallel_members) == (2, 1)
+    a, b = par.run(feed), seq.run(feed)
+    for k in a:
+        assert np.abs(a[k] - b[k]).max() <= 1e-6, k
+    one = Session(export(tiny_ckpt, tmp_path / "m0.onnx", "onnx", "binary", "custom", members=[0]), threads=2,
+                  parallel_members=True)
+    assert one.parallel_members == 1
+    assert Session(p, threads=1, parallel_members=True).parallel_members == 1

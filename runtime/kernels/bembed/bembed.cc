@@ -1,6 +1,7 @@
 #include "bembed.h"
 
 #include <cmath>
+#include <vector>
 
 #include "../core/bitpack.h"
 
@@ -9,6 +10,10 @@ namespace bebert {
 int64_t binary_embedding(const int64_t* ids, int64_t n, const uint8_t* table, int S, int64_t V, int D,
                          const float* scales, float* out) {
   const int rb = row_bytes(D);
+  // Rows are expanded to +-1 through bitpack.h's byte table, then scaled: a per-bit branch mispredicts on half
+  // the bits of a random sign row (it cost ~0.5 ms of a 10 ms member at seq 128). sign * sc is exact.
+  thread_local std::vector<float> signs;
+  signs.resize(D);
   int64_t bad = 0;
   for (int64_t i = 0; i < n; ++i) {
     float* o = out + i * D;
@@ -23,7 +28,8 @@ int64_t binary_embedding(const int64_t* ids, int64_t n, const uint8_t* table, in
     for (int s = 0; s < S; ++s) {
       const uint8_t* row = table + (static_cast<size_t>(s) * V + id) * rb;
       const float sc = scales[s * V + id];
-      for (int d = 0; d < D; ++d) o[d] += packed_sign(row, d) < 0 ? -sc : sc;
+      expand_signs(row, D, signs.data());
+      for (int d = 0; d < D; ++d) o[d] += signs[d] * sc;
     }
   }
   return bad;

@@ -1,4 +1,4 @@
-// The argument checks of the two custom ops (binary linear, binary embedding), written once for every glue layer
+// The argument checks of the custom ops (binary linear, binary embedding, quantized attention), written once for every glue layer
 // that runs them: the ONNX Runtime op library (kernels/ort/ort_ops.cc), the LiteRT op library
 // (kernels/litert/litert_ops.cc), the Python binding (kernels/python/module.cc) and the fuzz target
 // (kernels/fuzz/op_fuzz.cc). The contract they enforce is runtime/OPS.md.
@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../attention/attention.h"
 #include "../bembed/bembed.h"
 #include "../bgemm/bgemm.h"
 #include "bitpack.h"
@@ -222,6 +223,63 @@ inline void run_embedding(const EmbeddingPlan& p, const Tensor& ids, const Tenso
   const auto* b = static_cast<const float*>(base->data);
   for (int64_t i = 0; i < p.n; ++i)
     for (int d = 0; d < p.D; ++d) out[i * p.D + d] += b[(i % p.L) * p.D + d];
+}
+
+// ---- quantized attention ----------------------------------------------------------------------------------------
+struct AttentionPlan {
+  AttentionArgs args;             // everything but out and threads
+  std::vector<int64_t> out_dims;  // q's dims
+};
+
+// q, k, v float [B, L, heads * head_dim] of one shape; mask_add float with B * L elements ([B, 1, 1, L] in the
+// exported graphs); steps float [4] = (q, k, v, probabilities), positive and finite; heads >= 1 dividing the
+// last dim; bits in 2..8. q, k, v and mask_add finite.
+inline std::string check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+                                   const Tensor& steps, int64_t heads, int64_t bits, AttentionPlan* plan) {
+  if (q.type != DType::kF32 || q.dims.size() != 3) return "q must be float32 [B, L, H], got " + dims_str(q.dims);
+  if (k.type != DType::kF32 || k.dims != q.dims || v.type != DType::kF32 || v.dims != q.dims)
+    return "shape mismatch: k " + dims_str(k.dims) + " and v " + dims_str(v.dims) + " must be float32 like q " +
+           dims_str(q.dims);
+  const int64_t n = element_count(q.dims);
+  if (n < 0) return "q " + dims_str(q.dims) + " is too large or has a negative dim";
+  const int64_t B = q.dims[0], L = q.dims[1], H = q.dims[2];
+  if (heads < 1 || H < 1 || H % heads != 0)
+    return "num_heads must be >= 1 and divide the hidden size " + std::to_string(H) + ", got " + std::to_string(heads);
+  if (bits < 2 || bits > 8) return "act_bits must be in 2..8, got " + std::to_string(bits);
+  if (mask.type != DType::kF32 || element_count(mask.dims) != B * L || mask.dims.empty() || mask.dims[0] != B ||
+      mask.dims.back() != L)
+    return "shape mismatch: mask_add must be float32 [B, 1, 1, L] with B * L = " + std::to_string(B * L) +
+           " elements, got " + dims_str(mask.dims);
+  if (steps.type != DType::kF32 || steps.dims != std::vector<int64_t>{4})
+    return "steps must be float32 [4] = (q, k, v, probabilities), got " + dims_str(steps.dims);
+  if ((n && (!q.data || !k.data || !v.data || !mask.data)) || !steps.data) return "an input has no data";
+  const auto* st = static_cast<const float*>(steps.data);
+  for (int i = 0; i < 4; ++i)
+    if (!(st[i] > 0.0f) || !all_finite(st + i, 1)) return "activation steps must be positive finite numbers";
+  if (!all_finite(static_cast<const float*>(mask.data), B * L)) return "mask_add holds NaN or inf";
+  for (const Tensor* t : {&q, &k, &v})
+    if (!all_finite(static_cast<const float*>(t->data), n)) return "q, k or v holds NaN or inf (produced by an earlier node)";
+  if (L > 8192 || H / heads > 4096) return "L must be <= 8192 and head_dim <= 4096";
+  AttentionArgs& a = plan->args;
+  a.B = static_cast<int>(B); a.L = static_cast<int>(L); a.heads = static_cast<int>(heads);
+  a.head_dim = static_cast<int>(H / heads); a.bits = static_cast<int>(bits);
+  a.q = static_cast<const float*>(q.data); a.k = static_cast<const float*>(k.data);
+  a.v = static_cast<const float*>(v.data); a.mask_add = static_cast<const float*>(mask.data);
+  a.step_q = st[0]; a.step_k = st[1]; a.step_v = st[2]; a.step_p = st[3];
+  plan->out_dims = q.dims;
+  return "";
+}
+
+// Runs a call that passed check_attention; out float [B, L, H].
+inline std::string run_attention(const AttentionPlan& p, float* out, int threads, Isa isa = Isa::kAuto) {
+  if (p.args.B == 0 || p.args.L == 0) return "";
+  AttentionArgs a = p.args;
+  a.out = out;
+  a.threads = threads < 1 ? 1 : threads;
+  const std::string e = validate_attention(a);
+  if (!e.empty()) return e;
+  quant_attention(a, isa);
+  return "";
 }
 
 }  // namespace ops

@@ -44,12 +44,12 @@ class Pool {
   // that the job is still `open_`; the caller closes the job and then waits for `running_` to drain (all
   // seq_cst), so either the caller sees the helper or the helper sees the job closed.
   void run(int n_tasks, int threads, const std::function<void(int)>& fn) {
-    std::lock_guard<std::mutex> serial(call_mu_);
     const int helpers = std::min(threads, n_tasks) - 1;
-    if (helpers <= 0) {
+    if (helpers <= 0) {  // single-threaded calls never take the lock: members running side by side don't queue
       for (int i = 0; i < n_tasks; ++i) fn(i);
       return;
     }
+    std::lock_guard<std::mutex> serial(call_mu_);
     grow(helpers);
     {
       std::lock_guard<std::mutex> lk(mu_);

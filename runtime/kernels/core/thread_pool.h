@@ -10,7 +10,8 @@
 namespace bebert {
 
 // Runs fn(i) for i in [0, n_tasks) on up to `threads` threads (the caller is one of them); returns when all
-// calls have finished. Calls from several threads at once are serialised.
+// calls have finished. Multi-threaded calls from several threads at once are serialised; a call with one thread
+// (or one task) runs inline on its caller without waiting for the others.
 void parallel_for(int n_tasks, int threads, const std::function<void(int)>& fn);
 
 }  // namespace bebert

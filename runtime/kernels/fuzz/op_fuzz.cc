@@ -156,13 +156,34 @@ void fuzz_embedding(Input& in) {
   if (!big && !finite(y)) std::abort();
 }
 
+void fuzz_attention(Input& in) {
+  const int B = in.range(0, 2), L = in.range(0, 20), heads = in.range(0, 4), hd = in.range(1, 20);
+  std::vector<int64_t> qd{B, L, heads * hd};
+  if (in.byte() % 8 == 0) qd[2] = in.range(0, 50);  // a width the heads may not divide
+  Owned q = make(in, DType::kF32, qd, in.byte() % 4 != 0), k = make(in, DType::kF32, qd), v = make(in, DType::kF32, qd);
+  std::vector<int64_t> md{B, 1, 1, L};
+  if (in.byte() % 8 == 0) md = {in.range(0, 3), in.range(0, 20)};
+  Owned mask = make(in, DType::kF32, md);
+  Owned steps = make(in, DType::kF32, {in.byte() % 8 == 0 ? in.range(0, 6) : 4});
+  const int64_t bits = in.byte() % 4 == 0 ? in.range(-2, 12) : 4, nh = in.byte() % 8 == 0 ? in.range(-2, 6) : heads;
+  bebert::ops::AttentionPlan plan;
+  if (!bebert::ops::check_attention(q.t, k.t, v.t, mask.t, steps.t, nh, bits, &plan).empty()) return;
+  std::vector<float> y(static_cast<size_t>(bebert::ops::element_count(qd)), NAN);
+  if (!bebert::ops::run_attention(plan, y.data(), in.range(1, 3)).empty()) std::abort();  // check promised a valid call
+  // codes are bounded and softmax is in [0, 1]: moderate steps and masks give finite outputs
+  if (max_abs(steps) <= 1e3f && max_abs(mask) <= 1e4f && !finite(y)) std::abort();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input in{data, size};
-  if (in.byte() & 1)
+  const int op = in.byte() % 3;
+  if (op == 0)
     fuzz_embedding(in);
-  else
+  else if (op == 1)
     fuzz_linear(in);
+  else
+    fuzz_attention(in);
   return 0;
 }

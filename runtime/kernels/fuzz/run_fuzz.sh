@@ -11,12 +11,8 @@ cxx="${FUZZ_CXX:-clang++}"
 command -v "$cxx" >/dev/null || { echo "run_fuzz.sh: $cxx not found (apt-get install clang)" >&2; exit 2; }
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-# The kernel sources: the same set setup.py compiles into the op libraries (every .cc of bgemm, bembed and core
-# except tests).
-srcs=()
-for f in "$kernels"/bgemm/*.cc "$kernels"/bembed/*.cc "$kernels"/core/*.cc; do
-  case "$f" in *_test.cc) ;; *) srcs+=("$f") ;; esac
-done
+# The kernel sources: the one list (../SOURCES) that setup.py compiles into the op libraries.
+mapfile -t srcs < <(sed -e '/^[[:space:]]*#/d' -e '/^[[:space:]]*$/d' -e "s|^|$kernels/|" "$kernels/SOURCES")
 san=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g)
 "$cxx" -std=c++17 -O1 -pthread -ffp-contract=off "${san[@]}" -fsanitize=fuzzer "$here/op_fuzz.cc" "${srcs[@]}" \
   -o "$out/op_fuzz"

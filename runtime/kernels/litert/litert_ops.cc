@@ -1,5 +1,5 @@
-// LiteRT runner of bebert-deploy: runs a .tflite file whose CUSTOM ops BebertBinaryFC / BebertBinaryEmbedding
-// are our packed-bit kernels (contract: runtime/OPS.md), through the compiled-model C API of the libLiteRt.so
+// LiteRT runner of bebert-deploy: runs a .tflite file whose CUSTOM ops BebertBinaryFC / BebertBinaryEmbedding /
+// BebertQuantAttention are our kernels (contract: runtime/OPS.md), through the compiled-model C API of the libLiteRt.so
 // that the ai-edge-litert wheel ships. The Python side (runtime/litert_session.py) calls the small C API at the
 // bottom. The LiteRT declarations live in litert_abi.h; argument checks are the shared kernels/core/op_checks.h.
 // libLiteRt.so is dlopened at run time from the path the caller gives, so building this library needs no LiteRT
@@ -40,7 +40,7 @@ bool bind(void* lib, const char* name, F& fn, std::string& missing) {
 // ---- sessions and their error flag ----------------------------------------------------------------------
 struct Session;
 
-enum class OpKind { kLinear, kEmbedding };
+enum class OpKind { kLinear, kEmbedding, kAttention };
 
 struct OpState {  // the user_data of one registered custom op
   Session* session;
@@ -52,7 +52,7 @@ struct Session {
   Handle env = nullptr, model = nullptr, options = nullptr, compiled = nullptr;
   std::vector<Handle> inputs, outputs;
   std::vector<size_t> input_bytes, output_bytes;
-  OpState linear{this, OpKind::kLinear}, embedding{this, OpKind::kEmbedding};
+  OpState linear{this, OpKind::kLinear}, embedding{this, OpKind::kEmbedding}, attention{this, OpKind::kAttention};
   int threads = 1;
   std::mutex error_mutex;
   std::atomic<bool> failed{false};
@@ -138,6 +138,31 @@ int run_embedding(Session* s, size_t n_in, const Handle* in, size_t n_out, Handl
   return kOk;
 }
 
+// BebertQuantAttention inputs: q, k, v float [B, L, H], mask_add float [B, 1, 1, L], steps float [4] (q, k, v,
+// probabilities), params int32 [2] = (num_heads, act_bits); output float [B, L, H].
+int run_attention(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* out) noexcept {
+  const Api* api = s->api;
+  const char* op = "BebertQuantAttention: ";
+  if (n_in != 6 || n_out != 1) return s->fail(std::string(op) + "expected 6 inputs and 1 output"), kErrorRuntimeFailure;
+  Locked q(api, in[0], kLockRead), k(api, in[1], kLockRead), v(api, in[2], kLockRead), m(api, in[3], kLockRead),
+      st(api, in[4], kLockRead), p(api, in[5], kLockRead), y(api, out[0], kLockWrite);
+  if (!(q.ok && k.ok && v.ok && m.ok && st.ok && p.ok && y.ok))
+    return s->fail(std::string(op) + "cannot read an input or write the output buffer"), kErrorRuntimeFailure;
+  const Tensor params = p.view();
+  if (params.type != DType::kI32 || params.dims != std::vector<int64_t>{2})
+    return s->fail(std::string(op) + "params must be int32 [2] = (num_heads, act_bits), got " +
+                   bebert::ops::dims_str(params.dims)), kErrorRuntimeFailure;
+  const int32_t* prm = static_cast<const int32_t*>(params.data);
+  const Tensor ty = y.view();
+  bebert::ops::AttentionPlan plan;
+  std::string err = bebert::ops::check_attention(q.view(), k.view(), v.view(), m.view(), st.view(), prm[0], prm[1], &plan);
+  if (err.empty() && (ty.type != DType::kF32 || ty.dims != plan.out_dims))
+    err = "shape mismatch: output must be float32 " + bebert::ops::dims_str(plan.out_dims) + ", got " + bebert::ops::dims_str(ty.dims);
+  if (err.empty()) err = bebert::ops::run_attention(plan, static_cast<float*>(y.data), s->threads);
+  if (!err.empty()) return s->fail(op + err), kErrorRuntimeFailure;
+  return kOk;
+}
+
 int op_init(void*, const void*, size_t) noexcept { return kOk; }
 int op_destroy(void*) noexcept { return kOk; }
 
@@ -151,6 +176,10 @@ int op_output_layouts(void* user, size_t n_in, const Layout* in, size_t n_out, L
       return st->session->fail("BebertBinaryFC: x must have rank 1..8 and w rank 3"), kErrorRuntimeFailure;
     l = in[0];
     l.dims[in[0].rank() - 1] = in[1].dims[1];
+  } else if (st->kind == OpKind::kAttention) {
+    if (n_in != 6 || in[0].rank() != 3)
+      return st->session->fail("BebertQuantAttention: q must have rank 3"), kErrorRuntimeFailure;
+    l = in[0];
   } else {
     if (n_in != 4 || in[0].rank() < 1 || in[0].rank() >= kMaxRank || in[3].rank() != 2)
       return st->session->fail("BebertBinaryEmbedding: ids must have rank 1..7 and base rank 2"), kErrorRuntimeFailure;
@@ -165,8 +194,11 @@ int op_output_layouts(void* user, size_t n_in, const Layout* in, size_t n_out, L
 
 int op_run(void* user, size_t n_in, const Handle* in, size_t n_out, Handle* out) noexcept {
   auto* st = static_cast<OpState*>(user);
-  return st->kind == OpKind::kLinear ? run_linear(st->session, n_in, in, n_out, out)
-                                     : run_embedding(st->session, n_in, in, n_out, out);
+  switch (st->kind) {
+    case OpKind::kLinear: return run_linear(st->session, n_in, in, n_out, out);
+    case OpKind::kEmbedding: return run_embedding(st->session, n_in, in, n_out, out);
+    default: return run_attention(st->session, n_in, in, n_out, out);
+  }
 }
 
 const CustomOpKernel kKernel = {op_init, op_output_layouts, op_run, op_destroy};
@@ -295,7 +327,8 @@ BEBERT_EXPORT int bebert_litert_open(const char* litert_lib, const char* model_p
   }
   if (a.AddOpaqueOptions(s->options, opaque) != kOk) return fail("cannot add LiteRT CPU options");
   if (a.AddCustomOpKernelOption(s->options, "BebertBinaryFC", 1, &kKernel, &s->linear) != kOk ||
-      a.AddCustomOpKernelOption(s->options, "BebertBinaryEmbedding", 1, &kKernel, &s->embedding) != kOk)
+      a.AddCustomOpKernelOption(s->options, "BebertBinaryEmbedding", 1, &kKernel, &s->embedding) != kOk ||
+      a.AddCustomOpKernelOption(s->options, "BebertQuantAttention", 1, &kKernel, &s->attention) != kOk)
     return fail("cannot register the bebert custom ops with LiteRT");
   if (a.CreateCompiledModel(s->env, s->model, s->options, &s->compiled) != kOk)
     return fail("LiteRT cannot compile the model");

@@ -1,5 +1,5 @@
-// Native ONNX Runtime custom-op library of bebert-deploy (domain "bebert"): BinaryLinear and BinaryEmbedding
-// running the packed-bit kernels (contract: runtime/OPS.md). Loaded with
+// Native ONNX Runtime custom-op library of bebert-deploy (domain "bebert"): BinaryLinear, BinaryEmbedding and
+// QuantAttention running our kernels (contract: runtime/OPS.md). Loaded with
 // SessionOptions.register_custom_ops_library(path).
 //
 // ONNX Runtime's headers are not available to this project, so this file declares only what it uses of the
@@ -12,6 +12,7 @@
 // op-set versions from 17, which we leave unset). The table is checked at load with a harmless round trip
 // (create a status, read its message back, release it). Every callback is noexcept: no exception crosses the C
 // boundary. Kernels are immutable after creation, so concurrent runs on one kernel are safe.
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -151,7 +152,7 @@ struct Api {
 };
 
 Api g_api;
-int g_threads = 1;
+std::atomic<int> g_threads{1};
 
 // An error status "<op>: <what>"; ONNX Runtime prefixes the node's name when it reports the failed run.
 OrtStatus* op_error(const char* op, const std::string& msg) {
@@ -162,6 +163,7 @@ OrtStatus* op_error(const char* op, const std::string& msg) {
 struct LinearKernel {
   bebert::ops::ActAttrs attrs;
   std::string attr_error;  // non-empty: an attribute is outside its domain (reported by every compute)
+  int threads;             // bebert_set_threads at the session's creation: thread counts are per session
 };
 
 OrtStatus* linear_create(OpFn, const OrtApi*, const OrtKernelInfo* info, void** kernel) noexcept {
@@ -172,7 +174,7 @@ OrtStatus* linear_create(OpFn, const OrtApi*, const OrtKernelInfo* info, void** 
   // An attribute outside its domain is reported by the compute call rather than here: ONNX Runtime names the
   // node in a failed run's message but not in a failed kernel creation's, and the Python Session's warm-up run
   // at load makes both happen when the file is opened.
-  *kernel = new (std::nothrow) LinearKernel{a, bebert::ops::check_act_attrs(a)};
+  *kernel = new (std::nothrow) LinearKernel{a, bebert::ops::check_act_attrs(a), g_threads.load()};
   return *kernel ? nullptr : op_error("BinaryLinear", "out of memory");
 }
 
@@ -189,7 +191,7 @@ OrtStatus* linear_compute(void* k, OrtKernelContext* ctx) noexcept {
   OrtValue* vy = g_api.output(ctx, 0, plan.out_dims);
   float* y = vy ? g_api.data<float>(vy) : nullptr;
   if (!y && plan.M > 0) return op_error("BinaryLinear", "cannot allocate the output");
-  err = bebert::ops::run_linear(plan, x, w, alpha, bias, y, g_threads);
+  err = bebert::ops::run_linear(plan, x, w, alpha, bias, y, kern->threads);
   return err.empty() ? nullptr : op_error("BinaryLinear", err);
 }
 
@@ -219,6 +221,34 @@ OrtStatus* embedding_compute(void* k, OrtKernelContext* ctx) noexcept {
   return nullptr;
 }
 
+// ---- QuantAttention (runtime/OPS.md) --------------------------------------------------------------------
+struct AttentionKernel {
+  int64_t heads, bits;  // 0 when an attribute is missing: check_attention refuses it (at compute time, as above)
+  int threads;
+};
+
+OrtStatus* attention_create(OpFn, const OrtApi*, const OrtKernelInfo* info, void** kernel) noexcept {
+  int64_t heads = 0, bits = 0;
+  g_api.attr_int(info, "num_heads", &heads);
+  g_api.attr_int(info, "act_bits", &bits);
+  *kernel = new (std::nothrow) AttentionKernel{heads, bits, g_threads.load()};
+  return *kernel ? nullptr : op_error("QuantAttention", "out of memory");
+}
+
+OrtStatus* attention_compute(void* k, OrtKernelContext* ctx) noexcept {
+  const auto* kern = static_cast<const AttentionKernel*>(k);
+  const Tensor q = g_api.view(g_api.input(ctx, 0)), kk = g_api.view(g_api.input(ctx, 1)), v = g_api.view(g_api.input(ctx, 2)),
+               mask = g_api.view(g_api.input(ctx, 3)), steps = g_api.view(g_api.input(ctx, 4));
+  bebert::ops::AttentionPlan plan;
+  std::string err = bebert::ops::check_attention(q, kk, v, mask, steps, kern->heads, kern->bits, &plan);
+  if (!err.empty()) return op_error("QuantAttention", err);
+  OrtValue* vy = g_api.output(ctx, 0, plan.out_dims);
+  float* y = vy ? g_api.data<float>(vy) : nullptr;
+  if (!y && plan.args.B * plan.args.L > 0) return op_error("QuantAttention", "cannot allocate the output");
+  err = bebert::ops::run_attention(plan, y, kern->threads);
+  return err.empty() ? nullptr : op_error("QuantAttention", err);
+}
+
 // Version-1 entry points: part of the struct, but ONNX Runtime calls the V2 pair above whenever the struct's
 // version is >= 16 (and RegisterCustomOps refuses runtimes older than 1.16).
 void* linear_create_v1(OpFn op, const OrtApi* api, const OrtKernelInfo* info) noexcept {
@@ -231,21 +261,31 @@ void* embedding_create_v1(OpFn op, const OrtApi* api, const OrtKernelInfo* info)
   g_api.release(embedding_create(op, api, info, &k));
   return k;
 }
+void* attention_create_v1(OpFn op, const OrtApi* api, const OrtKernelInfo* info) noexcept {
+  void* k = nullptr;
+  g_api.release(attention_create(op, api, info, &k));
+  return k;
+}
 void linear_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.release(linear_compute(k, ctx)); }
+void attention_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.release(attention_compute(k, ctx)); }
 void embedding_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.release(embedding_compute(k, ctx)); }
 
 // ---- op descriptors -------------------------------------------------------------------------------------
 const char* linear_name(OpFn) noexcept { return "BinaryLinear"; }
 const char* embedding_name(OpFn) noexcept { return "BinaryEmbedding"; }
+const char* attention_name(OpFn) noexcept { return "QuantAttention"; }
 const char* cpu_provider(OpFn) noexcept { return nullptr; }
 int linear_input_type(OpFn, size_t i) noexcept { return i == 1 ? kOnnxUint8 : kOnnxFloat; }
 size_t linear_input_count(OpFn) noexcept { return 5; }
 int embedding_input_type(OpFn, size_t i) noexcept { return i == 0 ? kOnnxInt64 : i == 1 ? kOnnxUint8 : kOnnxFloat; }
 size_t embedding_input_count(OpFn) noexcept { return 3; }
+int float_input(OpFn, size_t) noexcept { return kOnnxFloat; }
+size_t attention_input_count(OpFn) noexcept { return 5; }
 int float_output(OpFn, size_t) noexcept { return kOnnxFloat; }
 size_t one_output(OpFn) noexcept { return 1; }
 void linear_destroy(void* k) noexcept { delete static_cast<LinearKernel*>(k); }
 void embedding_destroy(void* k) noexcept { delete static_cast<EmbeddingKernel*>(k); }
+void attention_destroy(void* k) noexcept { delete static_cast<AttentionKernel*>(k); }
 int required(OpFn, size_t) noexcept { return 0; }       // INPUT_OUTPUT_REQUIRED
 int default_memory(OpFn, size_t) noexcept { return 0; }  // OrtMemTypeDefault
 int one(OpFn) noexcept { return 1; }  // variadic arity / homogeneity: never asked (no variadic inputs)
@@ -260,13 +300,21 @@ const OrtCustomOp kEmbeddingOp = {kCustomOpVersion, embedding_create_v1, embeddi
                                   one, one, one, embedding_create, embedding_compute, nullptr, nullptr, nullptr,
                                   nullptr, nullptr, nullptr, nullptr};
 
+const OrtCustomOp kAttentionOp = {kCustomOpVersion, attention_create_v1, attention_name, cpu_provider, float_input,
+                                  attention_input_count, float_output, one_output, attention_compute_v1,
+                                  attention_destroy, required, required, default_memory, one, one, one, one,
+                                  attention_create, attention_compute, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                  nullptr, nullptr};
+
 OrtCustomOpDomain* g_domain = nullptr;  // must outlive every session: created once, never released
 
 }  // namespace
 
 extern "C" {
 
-// Sets the thread count of our kernels (the Python Session passes its intra-op thread count).
+// Sets the thread count of the kernels of sessions created from now on (each kernel keeps the value it was created
+// with, so two sessions in one process keep their own counts); the Python Session calls it just before it creates
+// its ONNX Runtime session.
 __attribute__((visibility("default"))) void bebert_set_threads(int n) { g_threads = n < 1 ? 1 : n; }
 __attribute__((visibility("default"))) const char* bebert_isa() { return bebert::isa_name(bebert::best_isa()); }
 
@@ -295,7 +343,7 @@ __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(OrtSessionOp
     if (g_api.failed(g_api.fn<OrtStatus* (*)(const char*, OrtCustomOpDomain**)>(kCreateCustomOpDomain)("bebert", &d)))
       return g_api.create_status("bebert ops: cannot create the custom-op domain");
     auto add = g_api.fn<OrtStatus* (*)(OrtCustomOpDomain*, const OrtCustomOp*)>(kCustomOpDomainAdd);
-    if (g_api.failed(add(d, &kLinearOp)) || g_api.failed(add(d, &kEmbeddingOp)))
+    if (g_api.failed(add(d, &kLinearOp)) || g_api.failed(add(d, &kEmbeddingOp)) || g_api.failed(add(d, &kAttentionOp)))
       return g_api.create_status("bebert ops: cannot add the ops to the domain");
     g_domain = d;
   }

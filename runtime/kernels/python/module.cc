@@ -76,6 +76,25 @@ py::array_t<float> binary_linear_py(F32 x, U8 w, F32 alpha, py::object bias, con
   return y;
 }
 
+py::array_t<float> quant_attention_py(F32 q, F32 k, F32 v, F32 mask_add, F32 steps, int heads, int bits, int threads,
+                                      const std::string& isa) {
+  ops::AttentionPlan plan;
+  std::string err = ops::check_attention(view(q, ops::DType::kF32), view(k, ops::DType::kF32), view(v, ops::DType::kF32),
+                                         view(mask_add, ops::DType::kF32), view(steps, ops::DType::kF32), heads, bits, &plan);
+  if (!err.empty()) throw std::invalid_argument(err);
+  if (threads < 1) throw std::invalid_argument("threads must be >= 1");
+  const Isa want = parse_isa(isa);
+  if (want != Isa::kAuto && !isa_supported(want))
+    throw std::invalid_argument(std::string("isa '") + isa + "' is not supported on this CPU");
+  py::array_t<float> out(std::vector<py::ssize_t>(plan.out_dims.begin(), plan.out_dims.end()));
+  {
+    py::gil_scoped_release release;
+    err = ops::run_attention(plan, out.mutable_data(), threads, want);
+  }
+  if (!err.empty()) throw std::invalid_argument(err);
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
@@ -84,6 +103,9 @@ PYBIND11_MODULE(_kernels, m) {
         py::arg("act_mode") = "float", py::arg("act_bits") = 32, py::arg("act_symmetric") = true,
         py::arg("act_steps"), py::arg("threads") = 1, py::arg("isa") = "auto",
         "y[M, N] = sum_s act_s(x[M, K]) @ (alpha[s, :, None] * sign(w[s]))^T + bias; see bgemm.h");
+  m.def("quant_attention", &quant_attention_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask_add"),
+        py::arg("steps"), py::arg("heads"), py::arg("bits") = 4, py::arg("threads") = 1, py::arg("isa") = "auto",
+        "The QuantAttention op (attention.h): q, k, v float32 [B, L, H], mask_add [B, 1, 1, L], steps [4]");
   m.def("best_isa", []() { return std::string(isa_name(best_isa())); });
   m.def("supported_isas", []() {
     std::vector<std::string> out;

@@ -1,0 +1,176 @@
+// The one implementation of quant_attention (attention.h), compiled once per ISA: each attention_<isa>.cc defines
+// BEBERT_ATTN_NS (a namespace name) and BEBERT_ATTN_TARGET (the function attribute that selects the ISA) and then
+// includes this file. The loops are written for the compiler's vectoriser (contiguous int8 / int32 / float rows,
+// partial sums in 16 explicit lanes); every float operation happens in the same order on every ISA and nothing
+// is contracted (-ffp-contract=off), so all paths give bit-identical results.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../core/thread_pool.h"
+#include "attention.h"
+
+namespace bebert {
+namespace BEBERT_ATTN_NS {
+
+constexpr int kLanes = 16;
+
+// exp(x) for x <= 0 (softmax after subtracting the row maximum); 0 below -87.3. Cody-Waite reduction by ln 2 in
+// two parts and Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2]: within 2 ulp of expf.
+BEBERT_ATTN_TARGET inline float exp_approx(float x) {
+  const float xc = x < -87.3f ? -87.3f : x;
+  const float n = std::nearbyint(xc * 1.44269504088896341f);
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = (p * r) * r + r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return x < -87.3f ? 0.0f : p * scale;
+}
+
+// Sum of x[0..n) in a fixed order: 16 running lanes, then a pairwise tree.
+BEBERT_ATTN_TARGET inline float lane_sum(const float* x, int n) {
+  float lane[kLanes] = {};
+  int j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int t = 0; t < kLanes; ++t) lane[t] += x[j + t];
+  for (int t = 0; j + t < n; ++t) lane[t] += x[j + t];
+  for (int w = kLanes / 2; w >= 1; w /= 2)
+    for (int t = 0; t < w; ++t) lane[t] += lane[t + w];
+  return lane[0];
+}
+
+// max / min of x[0..n) (n >= 1): exact in any order; 16 lanes so that the loop vectorises without -ffast-math.
+BEBERT_ATTN_TARGET inline float lane_max(const float* x, int n) {
+  float lane[kLanes];
+  for (int t = 0; t < kLanes; ++t) lane[t] = x[0];
+  int j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int t = 0; t < kLanes; ++t) lane[t] = x[j + t] > lane[t] ? x[j + t] : lane[t];
+  for (; j < n; ++j) lane[0] = x[j] > lane[0] ? x[j] : lane[0];
+  float m = lane[0];
+  for (int t = 1; t < kLanes; ++t) m = lane[t] > m ? lane[t] : m;
+  return m;
+}
+
+BEBERT_ATTN_TARGET inline float lane_min(const float* x, int n) {
+  float lane[kLanes];
+  for (int t = 0; t < kLanes; ++t) lane[t] = x[0];
+  int j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int t = 0; t < kLanes; ++t) lane[t] = x[j + t] < lane[t] ? x[j + t] : lane[t];
+  for (; j < n; ++j) lane[0] = x[j] < lane[0] ? x[j] : lane[0];
+  float m = lane[0];
+  for (int t = 1; t < kLanes; ++t) m = lane[t] < m ? lane[t] : m;
+  return m;
+}
+
+// clamp(nearbyint(v), lo, hi) as float; written as two selects so that loops over it vectorise.
+BEBERT_ATTN_TARGET inline float round_clamp(float v, float lo, float hi) {
+  float q = std::nearbyint(v);
+  q = q < lo ? lo : q;
+  return q > hi ? hi : q;
+}
+
+// codes[r * cs + c * ds] = clamp(nearbyint(x[r * stride + c] / step), qn, qp) for rows r < rows, columns c < cols.
+BEBERT_ATTN_TARGET inline void codes(const float* x, int rows, int cols, int stride, float step, int qn, int qp,
+                                     int8_t* out, int rs, int cs) {
+  const float lo = static_cast<float>(qn), hi = static_cast<float>(qp);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c)
+      out[r * rs + c * cs] = static_cast<int8_t>(round_clamp(x[static_cast<size_t>(r) * stride + c] / step, lo, hi));
+}
+
+struct Head {  // one head's scratch, reused across calls
+  std::vector<int8_t> qc, kt, vt;  // [L][D], [D][L], [D][L]
+  std::vector<int32_t> vsum, acc;  // [D], [max(L, D)]
+  std::vector<float> probs;        // [L][L]
+  std::vector<uint8_t> u;          // [L]
+  float min = 0;
+};
+
+// Phase 1 of head h: codes, scores, softmax; records the head's smallest probability.
+BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head& s) {
+  const int L = a.L, D = a.head_dim, H = a.heads * D, qn = -(1 << (a.bits - 1)), qp = (1 << (a.bits - 1)) - 1;
+  const size_t base = static_cast<size_t>(b) * L * H + static_cast<size_t>(h) * D;
+  s.qc.resize(static_cast<size_t>(L) * D);
+  s.kt.resize(static_cast<size_t>(L) * D);
+  s.vt.resize(static_cast<size_t>(L) * D);
+  s.vsum.assign(D, 0);
+  s.acc.resize(std::max(L, D));
+  s.probs.resize(static_cast<size_t>(L) * L);
+  s.u.resize(L);
+  codes(a.q + base, L, D, H, a.step_q, qn, qp, s.qc.data(), D, 1);
+  codes(a.k + base, L, D, H, a.step_k, qn, qp, s.kt.data(), 1, L);
+  codes(a.v + base, L, D, H, a.step_v, qn, qp, s.vt.data(), 1, L);
+  for (int e = 0; e < D; ++e) {
+    int32_t sum = 0;
+    for (int j = 0; j < L; ++j) sum += s.vt[static_cast<size_t>(e) * L + j];
+    s.vsum[e] = sum;
+  }
+  const float cqk = a.step_q * a.step_k, sqrt_d = std::sqrt(static_cast<float>(D));
+  const float* mask = a.mask_add + static_cast<size_t>(b) * L;
+  int32_t* acc = s.acc.data();
+  float head_min = 1.0f;
+  for (int i = 0; i < L; ++i) {
+    std::fill(acc, acc + L, 0);
+    for (int d = 0; d < D; ++d) {
+      const int32_t qv = s.qc[static_cast<size_t>(i) * D + d];
+      const int8_t* kr = s.kt.data() + static_cast<size_t>(d) * L;
+      if (qv)
+        for (int j = 0; j < L; ++j) acc[j] += qv * kr[j];
+    }
+    float* p = s.probs.data() + static_cast<size_t>(i) * L;
+    for (int j = 0; j < L; ++j) p[j] = (static_cast<float>(acc[j]) * cqk) / sqrt_d + mask[j];
+    const float m = lane_max(p, L);
+    for (int j = 0; j < L; ++j) p[j] = exp_approx(p[j] - m);
+    const float total = lane_sum(p, L);
+    for (int j = 0; j < L; ++j) p[j] = p[j] / total;
+    const float row_min = lane_min(p, L);
+    head_min = row_min < head_min ? row_min : head_min;
+  }
+  s.min = head_min;
+}
+
+// Phase 2 of head h: the probabilities' LSQ codes (minimum pmin of the whole example) times the value codes.
+BEBERT_ATTN_TARGET void head_context(const AttentionArgs& a, int b, int h, Head& s, float pmin) {
+  const int L = a.L, D = a.head_dim, H = a.heads * D;
+  const float up = static_cast<float>((1 << a.bits) - 1);
+  uint8_t* u = s.u.data();
+  for (int i = 0; i < L; ++i) {
+    const float* p = s.probs.data() + static_cast<size_t>(i) * L;
+    for (int j = 0; j < L; ++j) u[j] = static_cast<uint8_t>(round_clamp((p[j] - pmin) / a.step_p, 0.0f, up));
+    float* o = a.out + (static_cast<size_t>(b) * L + i) * H + static_cast<size_t>(h) * D;
+    for (int e = 0; e < D; ++e) {
+      // u (0..2^b-1) times the value codes: an unsigned x signed byte dot product (VNNI's vpdpbusd on AVX-512)
+      const int8_t* vr = s.vt.data() + static_cast<size_t>(e) * L;
+      int32_t acc = 0;
+      for (int j = 0; j < L; ++j) acc += static_cast<int32_t>(u[j]) * static_cast<int32_t>(vr[j]);
+      o[e] = (static_cast<float>(acc) * a.step_p + pmin * static_cast<float>(s.vsum[e])) * a.step_v;
+    }
+  }
+}
+
+inline void run(const AttentionArgs& a) {
+  thread_local std::vector<Head> scratch;  // the caller's scratch: tasks of one call write disjoint heads
+  if (static_cast<int>(scratch.size()) < a.heads) scratch.resize(a.heads);
+  std::vector<Head>& heads = scratch;  // a reference, so the worker threads see the caller's buffers, not their own
+  for (int b = 0; b < a.B; ++b) {
+    parallel_for(a.heads, a.threads, [&](int h) { head_softmax(a, b, h, heads[h]); });
+    float pmin = heads[0].min;
+    for (int h = 1; h < a.heads; ++h) pmin = std::min(pmin, heads[h].min);
+    parallel_for(a.heads, a.threads, [&](int h) { head_context(a, b, h, heads[h], pmin); });
+  }
+}
+
+}  // namespace BEBERT_ATTN_NS
+}  // namespace bebert

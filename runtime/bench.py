@@ -32,6 +32,7 @@ class BenchConfig:
     runs: int = 100
     data: str | None = None          # GLUE-style TSV of the model's task: accuracy is measured on it
     data_limit: int | None = 500
+    real_sentences: int = 100           # with data: latency over this many of its sentences, one at a time
     device_label: str = ""
 
 
@@ -75,6 +76,15 @@ def _worker(path: str, threads: int, conn) -> None:
                 t = time.perf_counter()
                 sess.run(arg)
                 conn.send(("ok", time.perf_counter() - t))
+            elif cmd == "run_text":  # one sentence at its own length (ONNX) or the file's (TFLite): seconds
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    feed = sess.encode([arg[0]], None if arg[1] is None else [arg[1]])
+                t = time.perf_counter()
+                sess.run(feed)
+                conn.send(("ok", (time.perf_counter() - t, int(feed["input_ids"].shape[1]))))
             elif cmd == "probs":
                 conn.send(("ok", sess.run(arg)["probs"]))
             elif cmd == "predict":
@@ -198,6 +208,8 @@ def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progres
             for i, w in enumerate(workers):  # interleaved round-robin
                 times[i].append(w.call("run", feed))
         acc = [None] * len(workers)
+        real = [[] for _ in workers]
+        real_len = [[] for _ in workers]
         if cfg.data:
             from bebert_deploy.data.tasks import get_task, read_tsv
 
@@ -205,6 +217,14 @@ def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progres
             ex = read_tsv(cfg.data, get_task(task_name), cfg.data_limit)
             for i, w in enumerate(tqdm(workers, desc="accuracy", disable=not progress, leave=False)):
                 acc[i] = _metrics(w.info["task"], w.call("predict", (ex.text_a, ex.text_b)), ex.labels)
+            # Latency on the task's real sentences, one at a time (batch 1), interleaved: ONNX files run each at its
+            # own token length, TFLite files at their fixed length.
+            n_real = min(len(ex.text_a), cfg.real_sentences)
+            for j in tqdm(range(n_real), desc="real sentences", disable=not progress, leave=False):
+                for i, w in enumerate(workers):
+                    sec, length = w.call("run_text", (ex.text_a[j], None if ex.text_b is None else ex.text_b[j]))
+                    real[i].append(sec)
+                    real_len[i].append(length)
         elif baseline:  # no labelled data: agreement with the baseline's argmax on the benchmark paragraph
             agree_feed = _feed(paths[0], cfg.seq_len, 8)  # small: every worker holds its model in memory at once
             preds = [np.asarray(w.call("probs", agree_feed)).argmax(-1) for w in workers]
@@ -222,6 +242,9 @@ def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progres
                      "throughput_seq_s": cfg.batch * 1e3 / float(np.mean(t)), "isa": workers[i].info["isa"],
                      "parallel_members": workers[i].info["parallel_members"],
                      "metrics": acc[i], **stats[i],
+                     **({"real_p50_ms": float(np.percentile(real[i], 50)) * 1e3,
+                         "real_p90_ms": float(np.percentile(real[i], 90)) * 1e3,
+                         "real_mean_tokens": float(np.mean(real_len[i]))} if real[i] else {}),
                      "model_rss_mb": stats[i]["peak_rss_mb"] - stats[i]["rss_before_load_mb"]})
     if baseline:
         b = rows[0]
@@ -241,14 +264,22 @@ def print_table(res: dict) -> None:
     title = (f"{res.get('device_label') or res['system']['cpu']} — seq {c['seq_len']}, batch {c['batch']}, "
              f"{c['threads']} threads, {c['runs']} runs")
     t = Table(title=title)
-    for col in ("model", "MB", "x smaller", "p50 ms", "p90 ms", "p99 ms", "x latency", "seq/s", "RSS MB", "metric"):
+    real = any("real_p50_ms" in r for r in res["rows"])
+    cols = ["model", "MB", "x smaller", "p50 ms", "p90 ms", "p99 ms", "x latency", "seq/s", "RSS MB", "metric"]
+    if real:  # bench --data: latency over the task's sentences at their own length (ONNX) / the file's (TFLite)
+        cols[7:7] = ["real p50 ms", "real tokens"]
+    for col in cols:
         t.add_column(col, justify="right")
     for r in res["rows"]:
         m = r.get("metrics") or {}
         metric = " ".join(f"{k}={v:.4f}" for k, v in list(m.items())[:1]) or "-"
-        t.add_row(r["model"], f"{r['size_mb']:.1f}", f"{r.get('size_ratio', 1):.1f}x", f"{r['p50_ms']:.2f}",
-                  f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r.get('latency_ratio', 1):.2f}x",
-                  f"{r['throughput_seq_s']:.1f}", f"{r['model_rss_mb']:.0f}", metric)
+        cells = [r["model"], f"{r['size_mb']:.1f}", f"{r.get('size_ratio', 1):.1f}x", f"{r['p50_ms']:.2f}",
+                 f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r.get('latency_ratio', 1):.2f}x",
+                 f"{r['throughput_seq_s']:.1f}", f"{r['model_rss_mb']:.0f}", metric]
+        if real:
+            cells[7:7] = [f"{r['real_p50_ms']:.2f}" if "real_p50_ms" in r else "-",
+                          f"{r['real_mean_tokens']:.0f}" if "real_mean_tokens" in r else "-"]
+        t.add_row(*cells)
     Console(width=max(132, Console().width)).print(t)  # never truncate model names or figures
 
 

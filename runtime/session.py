@@ -56,6 +56,7 @@ class Session:
                  parallel_members: bool = False):
         self.path = Path(model_path)
         self._parallel = parallel_members
+        self.dynamic_length = self.path.suffix.lower() == ".onnx"  # TFLite files have a fixed [1, L] shape
         self.parallel_members = 1  # members run side by side (ONNX files with several members, threads >= 2)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
@@ -197,7 +198,9 @@ class Session:
         return self._tok
 
     def encode(self, texts: list[str], pairs: list[str] | None = None, seq_len: int | None = None) -> dict[str, np.ndarray]:
-        """Tokenize to int64 [n, seq_len] (default: the model's max_len); warns when texts are truncated."""
+        """Tokenize to int64 [n, L]: L = seq_len when given; else the longest text of the batch for ONNX files
+        (dynamic length: a short sentence costs what its tokens cost, as in training's dynamic padding) and
+        the model's max_len for TFLite files (fixed shape). Warns when texts are truncated."""
         from bebert_deploy.tokenizer import encode
 
         n = seq_len or self.max_len
@@ -207,6 +210,9 @@ class Session:
         cut = int(enc.pop("truncated").sum())
         if cut:
             warnings.warn(f"{cut} of {len(texts)} texts were longer than {n} tokens and were truncated", stacklevel=2)
+        if seq_len is None and self.dynamic_length and len(texts):
+            longest = max(1, int(enc["attention_mask"].sum(1).max()))
+            enc = {k: np.ascontiguousarray(v[:, :longest]) for k, v in enc.items()}
         return enc
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -229,12 +235,28 @@ class Session:
         return out
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32):
-        """(labels, probs): predicted label strings and class probabilities float32 [n, K] (scores for regression)."""
-        probs = []
-        for s in range(0, len(texts), batch_size):
-            enc = self.encode(texts[s:s + batch_size], None if pairs is None else pairs[s:s + batch_size])
-            probs.append(self.run(enc)["probs"])
-        p = np.concatenate(probs)
+        """(labels, probs): predicted label strings and class probabilities float32 [n, K] (scores for regression).
+        ONNX files run each text at its own token length: texts of equal length share a batch, so no text is
+        padded and no prediction depends on the other texts (padding moves the per-example minimum of the
+        asymmetric activation quantizers). TFLite files run every text at the file's fixed length."""
+        if not len(texts):
+            raise ValueError("no texts to predict")
+        if self.dynamic_length:
+            enc = self.encode(texts, pairs, seq_len=self.max_len)
+            lengths = enc["attention_mask"].sum(1)
+            p = None
+            for length in np.unique(lengths):
+                idx = np.flatnonzero(lengths == length)
+                for s in range(0, len(idx), batch_size):
+                    rows = idx[s:s + batch_size]
+                    out = self.run({k: v[rows, :length] for k, v in enc.items()})["probs"]
+                    if p is None:
+                        p = np.empty((len(texts), out.shape[1]), np.float32)
+                    p[rows] = out
+        else:
+            p = np.concatenate([self.run(self.encode(texts[s:s + batch_size],
+                                                     None if pairs is None else pairs[s:s + batch_size]))["probs"]
+                                for s in range(0, len(texts), batch_size)])
         if self.labels is None:
             return [f"{v:.4f}" for v in p[:, 0]], p
         return [self.labels[i] for i in p.argmax(-1)], p

@@ -83,6 +83,8 @@ def _int_list(s: str | None) -> list[int] | None:
 @click.option("--tws-tied", is_flag=True,
               help="Tie the two TWS halves (one input quantizer, one scale): members stay exactly ternary and every "
                    "slot exports as one GEMM (one stock INT4 FULLY_CONNECTED in the builtin TFLite lowering).")
+@click.option("--share-embedding", is_flag=True,
+              help="Members after the first reuse the first member's word table (frozen): one table in the exported file.")
 @click.option("--member-type", type=click.Choice(["binarybert", "bibert"]), default="binarybert", show_default=True,
               help="bibert: W1-E1-A1 members with Bi-Attention and BiBERT's DMD distillation (implies --no-tws).")
 @click.option("--act-bits", type=click.Choice(["32", "8", "4"]), default="4", show_default=True)
@@ -109,8 +111,8 @@ def _int_list(s: str | None) -> list[int] | None:
 @click.option("--lr", default=None, type=float, show_default="TrainConfig.lr")
 @click.option("--seed", default=None, type=int, show_default="TrainConfig.seed")
 @friendly
-def train(out_dir, task, data_dir, base, teacher, members, kd, tws, tws_tied, member_type, act_bits, per_row, paper_boosting,
-          ensemble, bootstrap, extra_text, augment, hard_weight, half_distill_epochs, device, max_len,
+def train(out_dir, task, data_dir, base, teacher, members, kd, tws, tws_tied, share_embedding, member_type, act_bits,
+          per_row, paper_boosting, ensemble, bootstrap, extra_text, augment, hard_weight, half_distill_epochs, device, max_len,
           train_limit, dev_limit, epochs, teacher_epochs, ternary_epochs, batch_size, lr, seed):
     """Fine-tune a teacher, binarize (TWS) and train an ensemble of binary BERTs."""
     from bebert_deploy.config import BoostConfig, TrainConfig
@@ -127,8 +129,8 @@ def train(out_dir, task, data_dir, base, teacher, members, kd, tws, tws_tied, me
                   member_epochs=epochs, lr=lr, seed=seed, ensemble=ensemble, hard_weight=hard_weight,
                   half_distill_epochs=half_distill_epochs, extra_text=extra_text, augment=augment)
     cfg = TrainConfig(task=task, data_dir=data_dir, base=base, teacher=teacher, train_limit=train_limit or None,
-                      dev_limit=dev_limit or None, kd=kd, tws=tws, tws_tied=tws_tied, quant=quant, boost=boost,
-                      bootstrap=bootstrap, device=device,
+                      dev_limit=dev_limit or None, kd=kd, tws=tws, tws_tied=tws_tied, share_embedding=share_embedding,
+                      quant=quant, boost=boost, bootstrap=bootstrap, device=device,
                       **{k: v for k, v in chosen.items() if v is not None})
     summary = train_bebert(cfg, out_dir)
     for name, st in summary["stages"].items():

@@ -44,6 +44,8 @@ class TrainConfig:
     tws_tied: skip the split and keep training the ternary model as the member: a TWS slot whose two binary halves
     share one input quantizer and one scale is exactly ternary alpha * (s0 + s1), so every slot exports as one
     GEMM (the speed issue's tied TWS); untied halves (the default) each learn their own scale and step.
+    share_embedding: members after the first take the first member's trained word table and keep it frozen, so
+    the exported ensemble stores one table (the word table is half of a binary MiniLM member's bytes).
     device: 'auto' (CUDA when available), 'cpu' or 'cuda'.
     """
 
@@ -68,6 +70,7 @@ class TrainConfig:
     hard_weight: float = 0.5
     tws: bool = True
     tws_tied: bool = False               # members stay ternary: TWS halves with one quantizer and one scale
+    share_embedding: bool = False        # members after the first reuse the first member's word table, frozen
     width: float = 0.5
     seed: int = 42
     ensemble: str = "independent"        # independent | boost

@@ -26,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import graph
 from .graph import Primitives, fake_quant
+from .dedupe import content_key
 from .lowering import INPUT_NAMES, EmbeddingSpec, EnsembleSpec
 
 OPSET = 18            # BitwiseAnd needs 18; LayerNormalization 17
@@ -41,13 +42,20 @@ class GraphBuilder:
         self.inits: list = []
         self._n = 0
         self._consts: dict = {}
+        self._shared: dict = {}
 
     def fresh(self, hint: str) -> str:
         self._n += 1
         return f"{hint}_{self._n}"
 
     def init(self, name: str, arr: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(np.array(arr, order="C"), name))  # keeps 0-d scalars 0-d
+        arr = np.array(arr, order="C")  # keeps 0-d scalars 0-d
+        key = content_key(arr)
+        if key in self._shared:  # e.g. members that share one word table: stored once, read by both
+            return self._shared[key]
+        self.inits.append(numpy_helper.from_array(arr, name))
+        if key is not None:
+            self._shared[key] = name
         return name
 
     def const(self, value, dtype=np.float32) -> str:

@@ -29,6 +29,7 @@ MODES = {
     "boost": (dict(ensemble="boost"), 3),
     "indep-noextra": (dict(ensemble="independent", extra_text="none", augment=0), 2),
     "tied-noextra": (dict(ensemble="independent", extra_text="none", augment=0, tws_tied=True), 2),
+    "shared-noextra": (dict(ensemble="independent", extra_text="none", augment=0, share_embedding=True), 2),
 }
 NOISE_STDS = (0.1, 0.3, 0.5, 1.0)
 NOISE_SEEDS = 3

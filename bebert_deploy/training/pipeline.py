@@ -202,11 +202,17 @@ def _binary_init(run: _Run, seed_off: int, tag: str) -> BertClassifier:
     return init
 
 
-def _train_member(run: _Run, init, i: int, seed_off: int, weights=None, resample=False, data=None, rows=None):
+def _train_member(run: _Run, init, i: int, seed_off: int, weights=None, resample=False, data=None, rows=None,
+                  shared_embedding=None):
+    """Train one member from ``init``; ``shared_embedding`` (the first member's trained word table) replaces the
+    member's own and stays frozen, so the exported ensemble stores one table (TrainConfig.share_embedding)."""
     cfg = run.cfg
     member = copy.deepcopy(init)
     for p in member.parameters():
         p.requires_grad_(True)
+    if shared_embedding is not None:
+        member.word_embeddings = copy.deepcopy(shared_embedding)
+        member.word_embeddings.requires_grad_(False)
     data = run.kd_data() if data is None else data
     steps_before = lsq_steps(member)
     t0 = time.perf_counter()
@@ -218,6 +224,11 @@ def _train_member(run: _Run, init, i: int, seed_off: int, weights=None, resample
     res["seconds"] = time.perf_counter() - t0
     res["lsq_steps"] = {"before": steps_before, "after": lsq_steps(member)}
     return member.eval(), res
+
+
+def _shared_table(cfg: TrainConfig, members: list):
+    """The word table later members take (frozen) when cfg.share_embedding: the first member's, else None."""
+    return members[0].word_embeddings if cfg.share_embedding and members else None
 
 
 def lsq_steps(model) -> dict[str, float]:
@@ -237,7 +248,7 @@ def _independent_members(run: _Run):
         if cfg.bootstrap:
             rows = torch.as_tensor(np.random.default_rng(cfg.seed + off + 5).choice(len(data), len(data), replace=True))
             data = data.subset(rows)
-        member, res = _train_member(run, init, i, off, data=data, rows=rows)
+        member, res = _train_member(run, init, i, off, data=data, rows=rows, shared_embedding=_shared_table(cfg, members))
         run.summary["stages"][f"member{i}"] = res
         members.append(member)
         alphas.append(1.0)
@@ -257,7 +268,7 @@ def _boosted_members(run: _Run):
     for i in range(cfg.boost.members):
         member, res = _train_member(run, prev if cfg.boost.warm_start else init, i, 100 * i,
                                     weights if cfg.boost.members > 1 else None, cfg.boost.weighting == "resample",
-                                    data=run.train)
+                                    data=run.train, shared_embedding=_shared_table(cfg, members))
         train_logits = predict_logits(member, run.train)
         if task.is_regression:
             err, alpha = float("nan"), 1.0

@@ -1,6 +1,8 @@
-"""Tied TWS (speed issue): members that stay ternary (two binary halves sharing one input quantizer and one scale)
-train, save, and export as ONE GEMM per slot: two sign planes with equal scales for our ops (one shared table),
-one stock INT4 FULLY_CONNECTED of values {-2, 0, 2} for the builtin TFLite lowering; outputs match PyTorch."""
+"""Member variants of the speed issue. Tied TWS: members that stay ternary (two binary halves sharing one input
+quantizer and one scale) train, save, and export as ONE GEMM per slot: two sign planes with equal scales for our
+ops (one shared table), one stock INT4 FULLY_CONNECTED of values {-2, 0, 2} for the builtin TFLite lowering.
+Shared embedding: later members reuse the first member's word table (frozen), stored once in the exported file.
+Outputs match PyTorch."""
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,43 @@ def test_tied_needs_tws(tiny_base, tiny_data, tmp_path):
                                   str(tiny_base), "--no-tws", "--tws-tied", "--members", "1", "--max-len", "16",
                                   "--epochs", "1", "--teacher-epochs", "1"])
     assert r.exit_code == 1 and "--tws-tied" in r.output and "--no-tws" in r.output
+
+
+@pytest.fixture(scope="module")
+def shared_ckpt(tmp_path_factory, tiny_base, tiny_data):
+    out = tmp_path_factory.mktemp("shared") / "ck"
+    cfg = TrainConfig(data_dir=str(tiny_data), base=str(tiny_base), max_len=16, batch_size=16, teacher_epochs=1,
+                      ternary_epochs=1, member_epochs=1, lr=1e-3, teacher_lr=1e-3, share_embedding=True,
+                      boost=BoostConfig(members=2))
+    train_bebert(cfg, out)
+    return out
+
+
+def test_shared_embedding_is_stored_once(shared_ckpt, tmp_path):
+    import onnx
+
+    ck = load_checkpoint(shared_ckpt)
+    a, b = (m.word_embeddings.state_dict() for m in ck.members)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the other layers were trained per member
+    assert not torch.equal(ck.members[0].layers[0].query.parts[0].weight, ck.members[1].layers[0].query.parts[0].weight)
+    p = export(shared_ckpt, tmp_path / "s.onnx", "onnx", "binary", "custom")
+    m = onnx.load(str(p))
+    tables = [i for i in m.graph.initializer if i.name.endswith("word.packed")]
+    assert len(tables) == 1  # both members' BinaryEmbedding nodes read it
+    users = [n for n in m.graph.node if n.op_type == "BinaryEmbedding"]
+    assert len(users) == 2 and {n.input[1] for n in users} == {tables[0].name}
+    one = export(shared_ckpt, tmp_path / "one.onnx", "onnx", "binary", "custom", members=[0])
+    table_bytes = len(tables[0].raw_data)
+    assert p.stat().st_size < 2 * one.stat().st_size - 0.9 * table_bytes
+    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=8)
+    ens = _ensemble(ck)
+    with torch.no_grad():
+        ref = ens(ids, mask, types)[0].numpy()
+    out = Session(p, threads=2).run(_feed(ids, mask, types))
+    assert np.abs(out["probs"] - ref).max() <= QUANT_TOL
+    t = export(shared_ckpt, tmp_path / "s.tflite", "tflite", "binary", "custom")
+    ref_rows = np.concatenate([r[0].numpy() for r in _torch_rows(ens, ids, mask, types)])
+    assert np.abs(Session(t, threads=2).run(_feed(ids, mask, types))["probs"] - ref_rows).max() <= QUANT_TOL
+    t1 = export(shared_ckpt, tmp_path / "one.tflite", "tflite", "binary", "custom", members=[0])
+    assert t.stat().st_size < 2 * t1.stat().st_size - 0.9 * table_bytes

@@ -80,6 +80,42 @@ def run_rows(r: dict) -> dict:
     return out
 
 
+def _summary_lines(rows: list[dict]) -> list[str]:
+    """Mean over the seeds of each mode (2-member equal vote), and each member variant against the untied
+    members of the same seed (same teacher): the accuracy cost of tying TWS or sharing the word table."""
+    lines = ["", "## Mean over seeds (2-member equal vote, test)", "",
+             "| mode | seeds | teacher | ensemble | ensemble - teacher | ensemble - best member (dev pick) | cross-domain ensemble - teacher |",
+             "|---|---|---|---|---|---|---|"]
+    by_mode: dict[str, list[dict]] = {}
+    for r in rows:
+        if 2 in r["ensembles"]:
+            by_mode.setdefault(r["mode"], []).append(r)
+    for mode, rs in by_mode.items():
+        def mean(f):
+            return statistics.mean(f(r) for r in rs)
+        x = [r for r in rs if "xdomain" in r["acc"]]
+        xd = (f"{100 * statistics.mean(r['ensembles'][2]['xdomain']['equal'] - r['acc']['xdomain']['teacher'] for r in x):+.2f} pts"
+              if x else "-")
+        lines.append(f"| {mode} | {', '.join(str(r['seed']) for r in rs)} | {mean(lambda r: r['acc']['test']['teacher']):.4f} | "
+                     f"{mean(lambda r: r['ensembles'][2]['test']['equal']):.4f} | "
+                     f"{100 * mean(lambda r: r['ensembles'][2]['test']['equal'] - r['acc']['test']['teacher']):+.2f} pts | "
+                     f"{100 * mean(lambda r: r['ensembles'][2]['test']['equal'] - r['ensembles'][2]['test']['best_member']):+.2f} pts | "
+                     f"{xd} |")
+    base = {r["seed"]: r for r in rows if r["mode"] == "indep-noextra" and 2 in r["ensembles"]}
+    pairs = [(r, base[r["seed"]]) for r in rows if r["mode"] != "indep-noextra" and r["seed"] in base and 2 in r["ensembles"]]
+    if pairs:
+        lines += ["", "## Member variants against untied members of the same seed (same teacher, test)", "",
+                  "| variant | seed | members (variant) | members (untied) | ensemble (variant) | ensemble (untied) | difference |",
+                  "|---|---|---|---|---|---|---|"]
+        for r, b in pairs:
+            def mem(x):
+                return " / ".join(f"{v:.4f}" for k, v in x["acc"]["test"].items() if k != "teacher")
+            d = r["ensembles"][2]["test"]["equal"] - b["ensembles"][2]["test"]["equal"]
+            lines.append(f"| {r['mode']} | {r['seed']} | {mem(r)} | {mem(b)} | {r['ensembles'][2]['test']['equal']:.4f} | "
+                         f"{b['ensembles'][2]['test']['equal']:.4f} | {100 * d:+.2f} pts |")
+    return lines
+
+
 def write_grid_report(folder: Path, out: Path) -> None:
     rows = [run_rows(r) for r in load_runs(folder)]
     lines = ["# Accuracy at full data (issue 16)", "",
@@ -101,6 +137,7 @@ def write_grid_report(folder: Path, out: Path) -> None:
                          f"{100 * (e['test']['equal'] - e['test']['best_member']):+.2f} pts | {e['mcnemar_test']['p']:.3f} "
                          f"(b={e['mcnemar_test']['b']}, c={e['mcnemar_test']['c']}) | "
                          f"{100 * (e['test']['equal'] - t['teacher']):+.2f} pts |")
+    lines += _summary_lines(rows)
     lines += ["", "## Cross-domain (Amazon review snippets, never trained on)", "",
               "| run | teacher | members | equal vote of all members | ensemble - teacher |", "|---|---|---|---|---|"]
     for r in rows:

@@ -7,6 +7,7 @@
 #define BEBERT_ATTN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,prefer-vector-width=512")))
 #endif
 #define BEBERT_ATTN_NS attn_avx512
+#define BEBERT_ATTN_VNNI 1
 #include "attention_core.h"
 
 namespace bebert {

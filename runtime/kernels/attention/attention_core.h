@@ -1,6 +1,7 @@
 // The one implementation of quant_attention (attention.h), compiled once per ISA: each attention_<isa>.cc defines
 // BEBERT_ATTN_NS (a namespace name) and BEBERT_ATTN_TARGET (the function attribute that selects the ISA) and then
-// includes this file. The loops are written for the compiler's vectoriser (contiguous int8 / int32 / float rows,
+// includes this file; the AVX-512 instance also defines BEBERT_ATTN_VNNI, which computes the two integer products
+// (Q.K and P.V) with vpdpbusd on packed layouts instead of the portable loops (integers: same results). The loops are written for the compiler's vectoriser (contiguous int8 / int32 / float rows,
 // partial sums in 16 explicit lanes); every float operation happens in the same order on every ISA and nothing
 // is contracted (-ffp-contract=off), so all paths give bit-identical results.
 #include <algorithm>
@@ -11,6 +12,9 @@
 
 #include "../core/thread_pool.h"
 #include "attention.h"
+#if defined(BEBERT_ATTN_VNNI)
+#include <immintrin.h>
+#endif
 
 namespace bebert {
 namespace BEBERT_ATTN_NS {
@@ -96,7 +100,39 @@ struct Head {  // one head's scratch, reused across calls
   std::vector<float> probs;        // [L][L]
   std::vector<uint8_t> u;          // [L]
   float min = 0;
+#if defined(BEBERT_ATTN_VNNI)
+  std::vector<uint8_t> qu, um;     // q codes + 2^(b-1) [L][Dp4]; probability codes [L][Lp4]
+  std::vector<int8_t> kp, vp;      // k codes [Dp4/4][Lp16][4]; v codes [Lp4/4][Dp16][4]
+  std::vector<int32_t> ksum, c;    // sum_d k codes [Lp16]; products [L][max(Lp16, Dp16)]
+#endif
 };
+
+#if defined(BEBERT_ATTN_VNNI)
+constexpr int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+// C[i][n] = sum_k A[i][k] * B[k][n] for i < M, n < 16 * nv, exact in int32: A uint8 [M][4 * kg] (row stride lda),
+// B int8 packed [kg][16 * nv][4] (4 consecutive k of one column n in 4 bytes). One vpdpbusd multiplies the 4 k of
+// 16 columns by the broadcast 4 k of a row of A and adds them into the 16 int32 lanes.
+BEBERT_ATTN_TARGET inline void gemm_u8s8(const uint8_t* A, int M, int lda, int kg, const int8_t* B, int nv, int32_t* C,
+                                         int ldc) {
+  const int N = 16 * nv;
+  for (int i = 0; i < M; ++i) {
+    const uint8_t* a = A + static_cast<size_t>(i) * lda;
+    for (int v0 = 0; v0 < nv; v0 += 4) {
+      const int w = std::min(4, nv - v0);
+      __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+      for (int g = 0; g < kg; ++g) {
+        int32_t a4;
+        std::memcpy(&a4, a + 4 * g, 4);
+        const __m512i av = _mm512_set1_epi32(a4);
+        const int8_t* bg = B + (static_cast<size_t>(g) * N + 16 * v0) * 4;
+        for (int t = 0; t < w; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], av, _mm512_loadu_si512(bg + 64 * t));
+      }
+      for (int t = 0; t < w; ++t) _mm512_storeu_si512(C + static_cast<size_t>(i) * ldc + 16 * (v0 + t), acc[t]);
+    }
+  }
+}
+#endif
 
 // Phase 1 of head h: codes, scores, softmax; records the head's smallest probability.
 BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head& s) {
@@ -121,7 +157,34 @@ BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head&
   const float* mask = a.mask_add + static_cast<size_t>(b) * L;
   int32_t* acc = s.acc.data();
   float head_min = 1.0f;
+#if defined(BEBERT_ATTN_VNNI)
+  // Integer products by VNNI: q codes offset to unsigned (q + 2^(b-1)), so sum_d q k = (sum_d (q + off) k) - off * ksum.
+  const int Dp4 = round_up(D, 4), Lp16 = round_up(L, 16), Lp4 = round_up(L, 4), Dp16 = round_up(D, 16);
+  const int off = 1 << (a.bits - 1);
+  s.qu.assign(static_cast<size_t>(L) * Dp4, 0);
+  s.kp.assign(static_cast<size_t>(Dp4) * Lp16, 0);
+  s.vp.assign(static_cast<size_t>(Lp4) * Dp16, 0);
+  s.ksum.assign(Lp16, 0);
+  s.c.resize(static_cast<size_t>(L) * std::max(Lp16, Dp16));
+  s.um.resize(static_cast<size_t>(L) * Lp4);
+  for (int i = 0; i < L; ++i)
+    for (int d = 0; d < D; ++d) s.qu[static_cast<size_t>(i) * Dp4 + d] = static_cast<uint8_t>(s.qc[static_cast<size_t>(i) * D + d] + off);
+  for (int d = 0; d < D; ++d)
+    for (int j = 0; j < L; ++j) {
+      const int8_t kc = s.kt[static_cast<size_t>(d) * L + j];
+      s.kp[((static_cast<size_t>(d / 4) * Lp16) + j) * 4 + d % 4] = kc;
+      s.ksum[j] += kc;
+    }
+  for (int e = 0; e < D; ++e)
+    for (int j = 0; j < L; ++j)
+      s.vp[((static_cast<size_t>(j / 4) * Dp16) + e) * 4 + j % 4] = s.vt[static_cast<size_t>(e) * L + j];
+  gemm_u8s8(s.qu.data(), L, Dp4, Dp4 / 4, s.kp.data(), Lp16 / 16, s.c.data(), Lp16);
+#endif
   for (int i = 0; i < L; ++i) {
+#if defined(BEBERT_ATTN_VNNI)
+    const int32_t* ci = s.c.data() + static_cast<size_t>(i) * Lp16;
+    for (int j = 0; j < L; ++j) acc[j] = ci[j] - off * s.ksum[j];
+#else
     std::fill(acc, acc + L, 0);
     for (int d = 0; d < D; ++d) {
       const int32_t qv = s.qc[static_cast<size_t>(i) * D + d];
@@ -129,6 +192,7 @@ BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head&
       if (qv)
         for (int j = 0; j < L; ++j) acc[j] += qv * kr[j];
     }
+#endif
     float* p = s.probs.data() + static_cast<size_t>(i) * L;
     for (int j = 0; j < L; ++j) p[j] = (static_cast<float>(acc[j]) * cqk) / sqrt_d + mask[j];
     const float m = lane_max(p, L);
@@ -145,19 +209,36 @@ BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head&
 BEBERT_ATTN_TARGET void head_context(const AttentionArgs& a, int b, int h, Head& s, float pmin) {
   const int L = a.L, D = a.head_dim, H = a.heads * D;
   const float up = static_cast<float>((1 << a.bits) - 1);
+#if defined(BEBERT_ATTN_VNNI)
+  const int Lp4 = round_up(L, 4), Dp16 = round_up(D, 16);
+  for (int i = 0; i < L; ++i) {
+    const float* p = s.probs.data() + static_cast<size_t>(i) * L;
+    uint8_t* u = s.um.data() + static_cast<size_t>(i) * Lp4;
+    for (int j = 0; j < L; ++j) u[j] = static_cast<uint8_t>(round_clamp((p[j] - pmin) / a.step_p, 0.0f, up));
+    for (int j = L; j < Lp4; ++j) u[j] = 0;
+  }
+  gemm_u8s8(s.um.data(), L, Lp4, Lp4 / 4, s.vp.data(), Dp16 / 16, s.c.data(), Dp16);
+  for (int i = 0; i < L; ++i) {
+    const int32_t* ci = s.c.data() + static_cast<size_t>(i) * Dp16;
+    float* o = a.out + (static_cast<size_t>(b) * L + i) * H + static_cast<size_t>(h) * D;
+    for (int e = 0; e < D; ++e)
+      o[e] = (static_cast<float>(ci[e]) * a.step_p + pmin * static_cast<float>(s.vsum[e])) * a.step_v;
+  }
+#else
   uint8_t* u = s.u.data();
   for (int i = 0; i < L; ++i) {
     const float* p = s.probs.data() + static_cast<size_t>(i) * L;
     for (int j = 0; j < L; ++j) u[j] = static_cast<uint8_t>(round_clamp((p[j] - pmin) / a.step_p, 0.0f, up));
     float* o = a.out + (static_cast<size_t>(b) * L + i) * H + static_cast<size_t>(h) * D;
     for (int e = 0; e < D; ++e) {
-      // u (0..2^b-1) times the value codes: an unsigned x signed byte dot product (VNNI's vpdpbusd on AVX-512)
+      // u (0..2^b-1) times the value codes: an unsigned x signed byte dot product
       const int8_t* vr = s.vt.data() + static_cast<size_t>(e) * L;
       int32_t acc = 0;
       for (int j = 0; j < L; ++j) acc += static_cast<int32_t>(u[j]) * static_cast<int32_t>(vr[j]);
       o[e] = (static_cast<float>(acc) * a.step_p + pmin * static_cast<float>(s.vsum[e])) * a.step_v;
     }
   }
+#endif
 }
 
 inline void run(const AttentionArgs& a) {

@@ -1,7 +1,7 @@
 """Size and latency of BEBERT exports at real model shapes (random weights), seq 128, against fp32 and int8.
 
     python scripts/bench_shapes.py [--shapes minilm,bert-base] [--members 1,2,3] [--targets onnx,tflite] [--runs 30]
-                                   [--tied 1,2] [--bibert 1,2] [--out results/shapes] [--profile]
+                                   [--tied 1,2] [--shared 2] [--bibert 1,2] [--out results/shapes] [--profile]
 
 Random weights are enough for size and speed (accuracy needs training: see the quickstart / accuracy runs).
 Members are TWS-split binary W1-E1-A4 models at half width (BinaryBERT's layout); the fp32 baseline is the
@@ -37,7 +37,8 @@ SHAPES = {
 }
 
 
-def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, member_type: str = "binarybert") -> Path:
+def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, member_type: str = "binarybert",
+                      shared_embedding: bool = False) -> Path:
     """BinaryBERT members: TWS-split W1-E1-A4 at half width; tied: tied TWS (ternary, one quantizer and one scale
     per slot) at half width; BiBERT members: W1-E1-A1 at full width."""
     torch.manual_seed(0)
@@ -52,6 +53,8 @@ def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, mem
             m = BertClassifier(half, QuantConfig(weight_mode="ternary", embed_mode="ternary", act_bits=4)).eval()
         else:
             m = BertClassifier(half, QuantConfig(weight_mode="binary", embed_mode="binary", act_bits=4, split=True)).eval()
+        if shared_embedding and ms:  # --share-embedding: later members hold the first member's word table
+            m.word_embeddings.load_state_dict(ms[0].word_embeddings.state_dict())
         with torch.no_grad():
             m(ids)  # initialises the LSQ steps
         ms.append(m)
@@ -117,6 +120,8 @@ def main(argv=None):
     ap.add_argument("--targets", default="onnx,tflite")
     ap.add_argument("--bibert", default="", help="also BiBERT (W1A1) ensembles of these sizes, custom ops, e.g. 1,2")
     ap.add_argument("--tied", default="", help="also tied-TWS ensembles of these sizes (custom and builtin), e.g. 1,2")
+    ap.add_argument("--shared", default="", help="also ensembles of these sizes whose members share one word table "
+                                                 "(--share-embedding), custom ops, e.g. 2")
     ap.add_argument("--out", default="results/shapes")
     ap.add_argument("--profile", action="store_true", help="also ONNX Runtime's per-op-type time of each ONNX file")
     ap.add_argument("--compare-lib", default=None,
@@ -151,6 +156,13 @@ def main(argv=None):
                     for ops in ("custom", "builtin"):
                         models.append(export(tck, d / f"tied{n}-{ops}.{target}", target, "binary", ops,
                                              members=list(range(n))))
+        if a.shared:
+            sck = random_checkpoint(SHAPES[shape](), max(int(x) for x in a.shared.split(",")), d / "checkpoint-shared",
+                                    a.seq_len, shared_embedding=True)
+            for target in a.targets.split(","):
+                for n in (int(x) for x in a.shared.split(",")):
+                    models.append(export(sck, d / f"shared{n}-custom.{target}", target, "binary", "custom",
+                                         members=list(range(n))))
         cfg = b.BenchConfig(seq_len=a.seq_len, batch=1, threads=a.threads, warmup=5, runs=a.runs,
                             device_label=f"{shape} random weights")
         res = b.run_bench([str(p) for p in models[1:]], str(models[0]), cfg)

@@ -81,7 +81,8 @@ def test_padding_keys_get_no_weight():
 @pytest.mark.parametrize("bad,msg", [
     (dict(heads=5), "num_heads must be >= 1 and divide"),
     (dict(bits=1), "act_bits must be in 2..8"),
-    (dict(steps=np.array([0.3, 0.0, 0.2, 0.01], np.float32)), "positive finite"),
+    (dict(steps=np.array([0.3, 0.0, 0.2, 0.01], np.float32)), "in \\(0, 1e6\\]"),
+    (dict(steps=np.array([0.3, 0.2, 3e7, 0.01], np.float32)), "in \\(0, 1e6\\]"),
     (dict(steps=np.ones(3, np.float32)), "steps must be float32 \\[4\\]"),
     (dict(mask_add=np.zeros((1, 1, 1, 5), np.float32)), "mask_add must be float32"),
     (dict(k=np.zeros((1, 16, 12), np.float32)), "shape mismatch: k"),

@@ -19,7 +19,7 @@ std::string validate_attention(const AttentionArgs& a) {
   if (a.L > 8192 || a.head_dim > 4096) return "L must be <= 8192 and head_dim <= 4096";
   if (a.bits < 2 || a.bits > 8) return "bits must be in 2..8, got " + std::to_string(a.bits);
   for (float s : {a.step_q, a.step_k, a.step_v, a.step_p})
-    if (!(s > 0.0f) || !std::isfinite(s)) return "activation steps must be positive finite numbers";
+    if (!(s > 0.0f) || !(s <= 1e6f)) return "activation steps must be in (0, 1e6]";
   if (!a.q || !a.k || !a.v || !a.mask_add || !a.out) return "null input or output pointer";
   if (a.threads < 1) return "threads must be >= 1";
   return "";

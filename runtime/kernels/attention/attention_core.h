@@ -24,7 +24,9 @@ constexpr int kLanes = 16;
 // exp(x) for x <= 0 (softmax after subtracting the row maximum); 0 below -87.3. Cody-Waite reduction by ln 2 in
 // two parts and Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2]: within 2 ulp of expf.
 BEBERT_ATTN_TARGET inline float exp_approx(float x) {
-  const float xc = x < -87.3f ? -87.3f : x;
+  // Clamped into [-87.3, 0] first (NaN to -87.3), so the conversion to int below is always defined.
+  float xc = x > -87.3f ? x : -87.3f;
+  xc = xc < 0.0f ? xc : 0.0f;
   const float n = std::nearbyint(xc * 1.44269504088896341f);
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
@@ -38,7 +40,8 @@ BEBERT_ATTN_TARGET inline float exp_approx(float x) {
   const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
   float scale;
   std::memcpy(&scale, &bits, 4);
-  return x < -87.3f ? 0.0f : p * scale;
+  const float y = x < -87.3f ? 0.0f : p * scale;
+  return x != x ? x : y;  // NaN stays NaN
 }
 
 // Sum of x[0..n) in a fixed order: 16 running lanes, then a pairwise tree.
@@ -78,11 +81,12 @@ BEBERT_ATTN_TARGET inline float lane_min(const float* x, int n) {
   return m;
 }
 
-// clamp(nearbyint(v), lo, hi) as float; written as two selects so that loops over it vectorise.
+// clamp(nearbyint(v), lo, hi) as float (NaN gives lo, so the integer conversion after it is always defined);
+// written as two selects so that loops over it vectorise.
 BEBERT_ATTN_TARGET inline float round_clamp(float v, float lo, float hi) {
   float q = std::nearbyint(v);
-  q = q < lo ? lo : q;
-  return q > hi ? hi : q;
+  q = q >= lo ? q : lo;
+  return q <= hi ? q : hi;
 }
 
 // codes[r * cs + c * ds] = clamp(nearbyint(x[r * stride + c] / step), qn, qp) for rows r < rows, columns c < cols.

@@ -226,6 +226,8 @@ inline void run_embedding(const EmbeddingPlan& p, const Tensor& ids, const Tenso
 }
 
 // ---- quantized attention ----------------------------------------------------------------------------------------
+constexpr float kMaxAttentionStep = 1e6f;
+
 struct AttentionPlan {
   AttentionArgs args;             // everything but out and threads
   std::vector<int64_t> out_dims;  // q's dims
@@ -254,8 +256,8 @@ inline std::string check_attention(const Tensor& q, const Tensor& k, const Tenso
     return "steps must be float32 [4] = (q, k, v, probabilities), got " + dims_str(steps.dims);
   if ((n && (!q.data || !k.data || !v.data || !mask.data)) || !steps.data) return "an input has no data";
   const auto* st = static_cast<const float*>(steps.data);
-  for (int i = 0; i < 4; ++i)
-    if (!(st[i] > 0.0f) || !all_finite(st + i, 1)) return "activation steps must be positive finite numbers";
+  for (int i = 0; i < 4; ++i)  // bounded so that scores of 8-bit codes stay finite (no trained step comes near)
+    if (!(st[i] > 0.0f) || !(st[i] <= kMaxAttentionStep)) return "activation steps must be in (0, 1e6]";
   if (!all_finite(static_cast<const float*>(mask.data), B * L)) return "mask_add holds NaN or inf";
   for (const Tensor* t : {&q, &k, &v})
     if (!all_finite(static_cast<const float*>(t->data), n)) return "q, k or v holds NaN or inf (produced by an earlier node)";

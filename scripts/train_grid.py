@@ -42,7 +42,7 @@ def _write_json(path: Path, obj) -> None:
         tmp.write_text(json.dumps(obj))
 
 
-def member_outputs(ck: Path, data_dir: str | None, xdomain: str | None, device) -> dict:
+def member_outputs(ck: Path, data_dir: str | None, xdomain: str | None, device, noise_stds=NOISE_STDS) -> dict:
     """Every member's and the teacher's logits (float lists [n][K]) on dev, test, the cross-domain TSV and
     noisy copies of test, plus gold labels and the checkpoint's alphas."""
     import torch
@@ -68,7 +68,7 @@ def member_outputs(ck: Path, data_dir: str | None, xdomain: str | None, device) 
         for name, m in models.items():
             m.to(device)
             out["logits"][f"{s}/{name}"] = predict_logits(m, data, 256).round(5).tolist()
-    for std in NOISE_STDS:
+    for std in noise_stds:
         for seed in range(NOISE_SEEDS):
             torch.manual_seed(seed)
             for name, m in models.items():
@@ -107,7 +107,7 @@ def run_seed(a, seed: int) -> None:
         t0 = time.time()
         summary = train_bebert(cfg, ck)
         wall = time.time() - t0
-        outputs = member_outputs(ck, a.data_dir, a.xdomain, device)
+        outputs = member_outputs(ck, a.data_dir, a.xdomain, device, a.noise_stds)
         _write_json(res_file, {"run": name, "mode": mode, "seed": seed, "config": cfg.to_dict(), "summary": summary,
                                "wall_s": wall, "side_by_side": a.side_by_side, "threads": torch.get_num_threads(),
                                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
@@ -134,11 +134,14 @@ def main(argv=None):
     ap.add_argument("--member-epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--max-len", type=int, default=64)
+    ap.add_argument("--noise", default=",".join(str(x) for x in NOISE_STDS),
+                    help="embedding-noise stds of the robustness sweep ('none' skips it: ~9 CPU minutes per run)")
     ap.add_argument("--deadline-s", type=float, default=None, help="start no new run after this many seconds")
     ap.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)  # absolute, for the children
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    a.noise_stds = () if a.noise == "none" else tuple(float(x) for x in a.noise.split(","))
     a.deadline = a.deadline or (time.time() + a.deadline_s if a.deadline_s else float("inf"))
     seeds = [int(s) for s in a.seeds.split(",")]
     a.side_by_side = a.child  # only the children of a --parallel run share the machine

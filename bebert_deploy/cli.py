@@ -255,7 +255,8 @@ def bench(models, baseline, seq_len, batch, threads, warmup, runs, data, data_li
     """Size, latency percentiles, peak RSS and accuracy of exported MODELS vs a baseline, one interleaved run."""
     from bebert_deploy.runtime import bench as b
 
-    cfg = b.BenchConfig(seq_len, batch, threads, warmup, runs, data, data_limit or None, device_label)
+    cfg = b.BenchConfig(seq_len=seq_len, batch=batch, threads=threads, warmup=warmup, runs=runs, data=data,
+                        data_limit=data_limit or None, device_label=device_label)
     res = b.run_bench(list(models), baseline, cfg)
     b.print_table(res)
     b.write_json(res, json_out)

@@ -32,8 +32,8 @@ class BenchConfig:
     runs: int = 100
     data: str | None = None          # GLUE-style TSV of the model's task: accuracy is measured on it
     data_limit: int | None = 500
-    real_sentences: int = 100           # with data: latency over this many of its sentences, one at a time
     device_label: str = ""
+    real_sentences: int = 100           # with data: latency over this many of its sentences, one at a time
 
 
 def _rss_mb() -> float:

@@ -96,6 +96,16 @@ def test_onnx_predict_runs_each_text_unpadded(exported):
         s.predict([])
 
 
+def test_bench_cli_with_data(exported, tiny_data, tmp_path):
+    out = tmp_path / "b.json"
+    r = CliRunner().invoke(main, ["bench", str(exported["ens"]), str(exported["tfl"]), "--baseline", str(exported["fp32"]),
+                                  "--seq-len", "16", "--runs", "2", "--warmup", "1", "--threads", "1",
+                                  "--data", str(tiny_data / "test.tsv"), "--device-label", "here", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["device_label"] == "here" and all("real_p50_ms" in row for row in res["rows"])
+
+
 def test_bench_cli_errors(exported):
     r = CliRunner().invoke(main, ["bench", "/nope.onnx", "--runs", "1"])
     assert r.exit_code == 1 and "model file not found" in r.output

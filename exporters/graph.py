@@ -148,6 +148,11 @@ def fusable_attention(layer: LayerSpec) -> bool:
             and len({a.bits for a in (*acts, layer.probs_act)}) == 1)
 
 
+def attention_steps(layer: LayerSpec) -> np.ndarray:
+    """The QuantAttention op's steps input of a ``fusable_attention`` layer: float32 [4] = (q, k, v, probs)."""
+    return np.array([a.steps[0] for a in (layer.q_act, layer.k_act, layer.v_act, layer.probs_act)], np.float32)
+
+
 def encoder_layer(low: Primitives, layer: LayerSpec, m: MemberSpec, h, mask_add, name: str):
     """One post-LN BERT layer: h float32 [B, L, H], mask_add [B, 1, 1, L] -> [B, L, H]."""
     nh, hd = m.num_heads, m.head_dim

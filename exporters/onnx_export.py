@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import graph
 from .graph import Primitives, fake_quant
-from .dedupe import content_key
+from .dedupe import SharedConstants
 from .lowering import INPUT_NAMES, EmbeddingSpec, EnsembleSpec
 
 OPSET = 18            # BitwiseAnd needs 18; LayerNormalization 17
@@ -42,7 +42,7 @@ class GraphBuilder:
         self.inits: list = []
         self._n = 0
         self._consts: dict = {}
-        self._shared: dict = {}
+        self._shared = SharedConstants()
 
     def fresh(self, hint: str) -> str:
         self._n += 1
@@ -50,13 +50,12 @@ class GraphBuilder:
 
     def init(self, name: str, arr: np.ndarray) -> str:
         arr = np.array(arr, order="C")  # keeps 0-d scalars 0-d
-        key = content_key(arr)
-        if key in self._shared:  # e.g. members that share one word table: stored once, read by both
-            return self._shared[key]
-        self.inits.append(numpy_helper.from_array(arr, name))
-        if key is not None:
-            self._shared[key] = name
-        return name
+
+        def add():  # e.g. members that share one word table: stored once, read by both
+            self.inits.append(numpy_helper.from_array(arr, name))
+            return name
+
+        return self._shared.intern(arr, add)
 
     def const(self, value, dtype=np.float32) -> str:
         arr = np.asarray(value, dtype)
@@ -190,9 +189,8 @@ class OnnxLowering(Primitives):
     def quant_attention(self, q, k, v, mask_add, layer, num_heads, name):
         if self.ops != "custom":
             return None
-        steps = np.array([layer.q_act.steps[0], layer.k_act.steps[0], layer.v_act.steps[0], layer.probs_act.steps[0]],
-                         np.float32)
-        return self.g.op("QuantAttention", [q, k, v, mask_add, self.g.init(f"{name}.steps", steps)], name=name,
+        steps = self.g.init(f"{name}.steps", graph.attention_steps(layer))
+        return self.g.op("QuantAttention", [q, k, v, mask_add, steps], name=name,
                          domain=CUSTOM_DOMAIN, num_heads=num_heads, act_bits=layer.probs_act.bits)
 
     def embedding(self, ids, word, position, name, position_name):

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import graph
-from .graph import Primitives, fake_quant
+from .graph import Primitives, attention_steps, fake_quant
 from .lowering import INPUT_NAMES, EmbeddingSpec, EnsembleSpec
 from .tflite_quant import binary_int4_weight, int8_rows, int8_weight
 from .tflite_writer import TfliteGraph
@@ -183,9 +183,8 @@ class TfliteLowering(Primitives):
         if self.ops != "custom":
             return None
         g = self.g
-        steps = np.array([layer.q_act.steps[0], layer.k_act.steps[0], layer.v_act.steps[0], layer.probs_act.steps[0]],
-                         np.float32)
-        ins = [q, k, v, mask_add, g.init(f"{name}.steps", steps), g.const([num_heads, layer.probs_act.bits], np.int32)]
+        ins = [q, k, v, mask_add, g.init(f"{name}.steps", attention_steps(layer)),
+               g.const([num_heads, layer.probs_act.bits], np.int32)]
         return g.op(CUSTOM_ATTENTION, ins, g.shape(q), custom=CUSTOM_ATTENTION)
 
     def unpack_signs(self, rows: int, dim: int) -> int:

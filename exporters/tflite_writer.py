@@ -13,7 +13,7 @@ import numpy as np
 
 from bebert_deploy.runtime.tflite_file import METADATA_NAME, numpy_dtypes
 
-from .dedupe import content_key
+from .dedupe import SharedConstants
 
 _ALIGN = 64  # LiteRT wraps constant data as host tensor buffers, which must be 64-byte aligned
 
@@ -43,7 +43,7 @@ class TfliteGraph:
         self.codes: list = []
         self._code_index: dict = {}
         self._consts: dict = {}
-        self._shared: dict = {}
+        self._shared = SharedConstants()
 
     def tensor(self, name: str, shape, tensor_type: int, data: bytes | None = None, quant=None) -> int:
         t = self.tfl.TensorT()
@@ -60,13 +60,8 @@ class TfliteGraph:
 
     def init(self, name: str, arr: np.ndarray) -> int:
         arr = np.ascontiguousarray(arr)
-        key = content_key(arr)
-        if key in self._shared:  # e.g. members that share one word table: one tensor, one buffer
-            return self._shared[key]
-        t = self.tensor(name, arr.shape, tensor_type(arr.dtype), arr.tobytes())
-        if key is not None:
-            self._shared[key] = t
-        return t
+        # e.g. members that share one word table: one tensor, one buffer
+        return self._shared.intern(arr, lambda: self.tensor(name, arr.shape, tensor_type(arr.dtype), arr.tobytes()))
 
     def const(self, value, dtype=np.float32) -> int:
         arr = np.asarray(value, dtype)

@@ -32,14 +32,19 @@ def test_ternary_sign_planes_are_exact(per_row):
     assert torch.equal(scale[:, None] * (planes[0] + planes[1]), ternarize_weight(w, per_row))
 
 
-@pytest.fixture(scope="module")
-def tied_ckpt(tmp_path_factory, tiny_base, tiny_data):
-    out = tmp_path_factory.mktemp("tied") / "ck"
+def _train_variant(tmp_path_factory, tiny_base, tiny_data, **variant):
+    """A 2-member checkpoint of the tiny recipe with one member variant switched on."""
+    out = tmp_path_factory.mktemp("variant") / "ck"
     cfg = TrainConfig(data_dir=str(tiny_data), base=str(tiny_base), max_len=16, batch_size=16, teacher_epochs=1,
-                      ternary_epochs=1, member_epochs=1, lr=1e-3, teacher_lr=1e-3, tws_tied=True,
-                      boost=BoostConfig(members=2))
+                      ternary_epochs=1, member_epochs=1, lr=1e-3, teacher_lr=1e-3, boost=BoostConfig(members=2),
+                      **variant)
     train_bebert(cfg, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def tied_ckpt(tmp_path_factory, tiny_base, tiny_data):
+    return _train_variant(tmp_path_factory, tiny_base, tiny_data, tws_tied=True)
 
 
 def test_tied_members_are_ternary_and_lower_to_equal_halves(tied_ckpt):
@@ -92,12 +97,7 @@ def test_tied_needs_tws(tiny_base, tiny_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def shared_ckpt(tmp_path_factory, tiny_base, tiny_data):
-    out = tmp_path_factory.mktemp("shared") / "ck"
-    cfg = TrainConfig(data_dir=str(tiny_data), base=str(tiny_base), max_len=16, batch_size=16, teacher_epochs=1,
-                      ternary_epochs=1, member_epochs=1, lr=1e-3, teacher_lr=1e-3, share_embedding=True,
-                      boost=BoostConfig(members=2))
-    train_bebert(cfg, out)
-    return out
+    return _train_variant(tmp_path_factory, tiny_base, tiny_data, share_embedding=True)
 
 
 def test_shared_embedding_is_stored_once(shared_ckpt, tmp_path):

@@ -17,10 +17,11 @@ san=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fram
 "$cxx" -std=c++17 -O1 -pthread -ffp-contract=off "${san[@]}" -fsanitize=fuzzer "$here/op_fuzz.cc" "${srcs[@]}" \
   -o "$out/op_fuzz"
 mkdir -p "$out/corpus"
+# regressions/ holds inputs that once failed (read as seeds, never written: new units go to the first corpus dir).
 # -max_len bounds one input (dims and attributes come first, then buffer bytes); ASan's leak check stays on.
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
   "$out/op_fuzz" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 -seed=1 \
-  -artifact_prefix="${FUZZ_ARTIFACTS:-$out}/" "$out/corpus" 2>"$out/fuzz.log" \
+  -artifact_prefix="${FUZZ_ARTIFACTS:-$out}/" "$out/corpus" "$here/regressions" 2>"$out/fuzz.log" \
   || { tail -n 60 "$out/fuzz.log" >&2
        echo "run_fuzz.sh: the fuzzer found a problem (log above; the failing input is its Base64 line;" \
             "FUZZ_ARTIFACTS=DIR keeps the crash file)" >&2; exit 1; }

@@ -3,6 +3,7 @@
 #if defined(__x86_64__)
 #define BEBERT_ATTN_TARGET __attribute__((target("avx2,fma")))
 #define BEBERT_ATTN_NS attn_avx2
+#define BEBERT_ATTN_VEC_FLOATS 8
 #include "attention_core.h"
 
 namespace bebert {

@@ -7,7 +7,12 @@
 #define BEBERT_ATTN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,prefer-vector-width=512")))
 #endif
 #define BEBERT_ATTN_NS attn_avx512
+#define BEBERT_ATTN_VEC_FLOATS 16
 #define BEBERT_ATTN_VNNI 1
+// GCC 12's AVX-512 headers build some intrinsics (conversions, masked moves) on a self-initialised `__Y`
+// placeholder, which -Wmaybe-uninitialized reports in target-attribute functions: a false positive in the header.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include "attention_core.h"
 
 namespace bebert {

@@ -3,6 +3,7 @@
 #if defined(__aarch64__)
 #define BEBERT_ATTN_TARGET
 #define BEBERT_ATTN_NS attn_neon
+#define BEBERT_ATTN_VEC_FLOATS 4
 #include "attention_core.h"
 
 namespace bebert {

@@ -51,16 +51,18 @@ inline std::string dims_str(const std::vector<int64_t>& dims) {
   return s + "]";
 }
 
-// True when no element is NaN or +-inf. Tests the exponent bits (all ones = not finite) with an OR-reduction
-// that compilers vectorise, so checking the activations of every call costs a small fraction of the GEMM.
-inline bool all_finite(const float* p, int64_t n) {
-  uint32_t bad = 0;
+// True when no element is NaN or +-inf: a NaN or inf has an all-ones exponent, and exactly then
+// (u & exponent) + 2^23 carries into bit 31, so an and, an add and an or per element, a loop compilers vectorise
+// (it runs over every op input on every call). Not inlined: inlined into the checks, beside their error paths,
+// GCC 12 left the loop scalar (perf showed it at ~7% of a member's time); on its own it is vectorised.
+__attribute__((noinline)) inline bool all_finite(const float* p, int64_t n) {
+  uint32_t acc = 0;
   for (int64_t i = 0; i < n; ++i) {
     uint32_t u;
     std::memcpy(&u, p + i, 4);
-    bad |= static_cast<uint32_t>((u & 0x7F800000u) == 0x7F800000u);
+    acc |= (u & 0x7F800000u) + 0x00800000u;
   }
-  return bad == 0;
+  return (acc >> 31) == 0;
 }
 
 // ---- binary linear ----------------------------------------------------------------------------------------------

@@ -204,8 +204,8 @@ BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head&
   s.probs.resize(static_cast<size_t>(L) * L);
   s.u.resize(L);
   // Multiplications by a scale and by 1 / total where the PyTorch layer divides (by sqrt(D), by the row sum): a
-  // zmm division issues every ~5 cycles on Zen 4 and two of them per score were a third of this function. The
-  // results differ by at most an ulp (OPS.md), the same on every ISA.
+  // vector division has a fraction of a multiplication's throughput (measured here: within noise of the rest of
+  // this function on Zen 4). The results differ by at most an ulp (OPS.md), the same on every ISA.
   const float score_scale = (a.step_q * a.step_k) / std::sqrt(static_cast<float>(D));
   const float* mask = a.mask_add + static_cast<size_t>(b) * L;
   int32_t* acc = s.acc.data();

@@ -49,7 +49,8 @@ def _case(B, L, heads, d, seed):
     return q, k, v, mask_add, steps
 
 
-@pytest.mark.parametrize("B,L,heads,d,bits", [(1, 128, 6, 32, 4), (2, 37, 4, 16, 4), (3, 9, 2, 64, 2), (1, 20, 3, 8, 8)])
+@pytest.mark.parametrize("B,L,heads,d,bits", [(1, 128, 6, 32, 4), (2, 37, 4, 16, 4), (3, 9, 2, 64, 2), (1, 20, 3, 8, 8),
+                                                  (2, 33, 2, 20, 7)])
 def test_matches_pytorch_on_every_isa(B, L, heads, d, bits):
     q, k, v, mask_add, steps = _case(B, L, heads, d, seed=L)
     ref = torch_attention(q, k, v, mask_add, steps, heads, bits)

@@ -4,6 +4,7 @@
 #define BEBERT_ATTN_TARGET __attribute__((target("avx2,fma")))
 #define BEBERT_ATTN_NS attn_avx2
 #define BEBERT_ATTN_VEC_FLOATS 8
+#define BEBERT_ATTN_AVX2 1
 #include "attention_core.h"
 
 namespace bebert {

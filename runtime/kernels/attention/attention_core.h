@@ -1,9 +1,10 @@
 // The one implementation of quant_attention (attention.h), compiled once per ISA: each attention_<isa>.cc defines
 // BEBERT_ATTN_NS (a namespace name) and BEBERT_ATTN_TARGET (the function attribute that selects the ISA) and then
-// includes this file; the AVX-512 instance also defines BEBERT_ATTN_VNNI, which computes the two integer products
-// (Q.K and P.V) with vpdpbusd on packed layouts instead of the portable loops (integers: same results). The loops are written for the compiler's vectoriser (contiguous int8 / int32 / float rows,
-// partial sums in 16 explicit lanes); every float operation happens in the same order on every ISA and nothing
-// is contracted (-ffp-contract=off), so all paths give bit-identical results.
+// includes this file; the AVX-512 instance also defines BEBERT_ATTN_VNNI and the AVX2 instance BEBERT_ATTN_AVX2,
+// which compute the two integer products (Q.K and P.V) on packed layouts (vpdpbusd; vpmaddubsw + vpmaddwd) instead
+// of the portable loops (integers: same results). The loops are written for the compiler's vectoriser (contiguous
+// int8 / int32 / float rows, partial sums in 16 explicit lanes); every float operation happens in the same order
+// on every ISA and nothing is contracted (-ffp-contract=off), so all paths give bit-identical results.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,7 +13,11 @@
 
 #include "../core/thread_pool.h"
 #include "attention.h"
-#if defined(BEBERT_ATTN_VNNI)
+// The AVX-512 (VNNI) and AVX2 instances compute the two integer products on packed layouts: vpdpbusd, or AVX2's
+// vpmaddubsw + vpmaddwd (exact while a pair of u8 x s8 products fits int16: bits <= 7; 8-bit codes take the
+// portable loops there).
+#if defined(BEBERT_ATTN_VNNI) || defined(BEBERT_ATTN_AVX2)
+#define BEBERT_ATTN_PACKED 1
 #include <immintrin.h>
 #endif
 
@@ -109,150 +114,181 @@ BEBERT_ATTN_TARGET inline void codes(const float* x, int rows, int cols, int str
 }
 
 struct Head {  // one head's scratch, reused across calls
-  std::vector<int8_t> qc, kt, vt;  // [L][D], [D][L], [D][L] (not used with VNNI: codes go to the packed layouts)
-  std::vector<int32_t> vsum, acc;  // [D], [max(L, D)]
+  std::vector<int8_t> qc, kt, vt;  // [L][D], [D][L], [D][L] (the portable loops; the packed path does not use them)
+  std::vector<int32_t> vsum, acc;  // [Dp16], [max(L, D)]
   std::vector<float> probs;        // [L][L]
   std::vector<uint8_t> u;          // [L]
   float min = 0;
-#if defined(BEBERT_ATTN_VNNI)
-  std::vector<uint8_t> qu, um;     // q codes + 2^(b-1) [L][Dp4]; probability codes [L][Lp4]
+#if defined(BEBERT_ATTN_PACKED)
+  std::vector<uint8_t> qu, um;     // q codes + 2^(b-1) [L][Dp16]; probability codes [L][Lp4]
   std::vector<int8_t> kp, vp;      // k codes [Dp4/4][Lp16][4]; v codes [Lp4/4][Dp16][4]
   std::vector<int32_t> ksum, c;    // sum_d k codes [Lp16]; products [L][max(Lp16, Dp16)]
 #endif
 };
 
-#if defined(BEBERT_ATTN_VNNI)
+#if defined(BEBERT_ATTN_PACKED)
 constexpr int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+// Whether the packed products are exact for codes of `bits` bits (vpmaddubsw saturates a pair past int16).
+constexpr bool packed_exact(int bits) {
+#if defined(BEBERT_ATTN_VNNI)
+  return bits >= 1;
+#else
+  return bits <= 7;
+#endif
+}
+
+#if defined(BEBERT_ATTN_VNNI)
 // C[i][n] = sum_k A[i][k] * B[k][n] for i < M, n < 16 * nv, exact in int32: A uint8 [M][4 * kg] (row stride lda),
 // B int8 packed [kg][16 * nv][4] (4 consecutive k of one column n in 4 bytes). One vpdpbusd multiplies the 4 k of
 // 16 columns by the broadcast 4 k of a row of A and adds them into the 16 int32 lanes. Blocks of MR rows x W
 // column vectors: every B vector loaded serves MR rows, and MR * W independent sums hide vpdpbusd's latency (one
 // row at a time left 4 dependent chains and ran ~1.5x slower on Zen 4).
+constexpr int kColsPerVec = 16, kGemmRows = 4;
+using IVec = __m512i;
+BEBERT_ATTN_TARGET inline IVec ivec_zero() { return _mm512_setzero_si512(); }
+BEBERT_ATTN_TARGET inline IVec ivec_load(const int8_t* p) { return _mm512_loadu_si512(p); }
+BEBERT_ATTN_TARGET inline void ivec_store(int32_t* p, IVec v) { _mm512_storeu_si512(p, v); }
+BEBERT_ATTN_TARGET inline IVec dot4_add(IVec acc, IVec a_u8, IVec b_s8) { return _mm512_dpbusd_epi32(acc, a_u8, b_s8); }
+BEBERT_ATTN_TARGET inline IVec bcast4(int32_t a4) { return _mm512_set1_epi32(a4); }
+#else
+// The AVX2 form of the same products: vpmaddubsw sums pairs of u8 x s8 products into int16 (exact for bits <= 7:
+// |pair| <= 2 * 127 * 64), vpmaddwd with ones adds the pairs into int32; 8 columns per vector.
+constexpr int kColsPerVec = 8, kGemmRows = 2;
+using IVec = __m256i;
+BEBERT_ATTN_TARGET inline IVec ivec_zero() { return _mm256_setzero_si256(); }
+BEBERT_ATTN_TARGET inline IVec ivec_load(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+BEBERT_ATTN_TARGET inline void ivec_store(int32_t* p, IVec v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+BEBERT_ATTN_TARGET inline IVec dot4_add(IVec acc, IVec a_u8, IVec b_s8) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a_u8, b_s8), _mm256_set1_epi16(1)));
+}
+BEBERT_ATTN_TARGET inline IVec bcast4(int32_t a4) { return _mm256_set1_epi32(a4); }
+#endif
+
 template <int MR, int W>
-BEBERT_ATTN_TARGET inline void gemm_block(const uint8_t* A, int lda, int kg, const int8_t* B, int N, int v0, int32_t* C,
+BEBERT_ATTN_TARGET inline void gemm_block(const uint8_t* A, int lda, int kg, const int8_t* B, int N, int c0, int32_t* C,
                                           int ldc) {
-  __m512i acc[MR][W];
+  IVec acc[MR][W];
   for (int r = 0; r < MR; ++r)
-    for (int t = 0; t < W; ++t) acc[r][t] = _mm512_setzero_si512();
+    for (int t = 0; t < W; ++t) acc[r][t] = ivec_zero();
   for (int g = 0; g < kg; ++g) {
-    const int8_t* bg = B + (static_cast<size_t>(g) * N + 16 * v0) * 4;
-    __m512i bv[W];
-    for (int t = 0; t < W; ++t) bv[t] = _mm512_loadu_si512(bg + 64 * t);
+    const int8_t* bg = B + (static_cast<size_t>(g) * N + c0) * 4;
+    IVec bv[W];
+    for (int t = 0; t < W; ++t) bv[t] = ivec_load(bg + 4 * kColsPerVec * t);
     for (int r = 0; r < MR; ++r) {
       int32_t a4;
       std::memcpy(&a4, A + static_cast<size_t>(r) * lda + 4 * g, 4);
-      const __m512i av = _mm512_set1_epi32(a4);
-      for (int t = 0; t < W; ++t) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], av, bv[t]);
+      const IVec av = bcast4(a4);
+      for (int t = 0; t < W; ++t) acc[r][t] = dot4_add(acc[r][t], av, bv[t]);
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int t = 0; t < W; ++t) _mm512_storeu_si512(C + static_cast<size_t>(r) * ldc + 16 * (v0 + t), acc[r][t]);
+    for (int t = 0; t < W; ++t) ivec_store(C + static_cast<size_t>(r) * ldc + c0 + kColsPerVec * t, acc[r][t]);
 }
 
 template <int MR>
-BEBERT_ATTN_TARGET inline void gemm_rows(const uint8_t* A, int lda, int kg, const int8_t* B, int nv, int32_t* C, int ldc) {
-  const int N = 16 * nv;
-  int v0 = 0;
-  for (; v0 + 4 <= nv; v0 += 4) gemm_block<MR, 4>(A, lda, kg, B, N, v0, C, ldc);
-  for (; v0 < nv; ++v0) gemm_block<MR, 1>(A, lda, kg, B, N, v0, C, ldc);
+BEBERT_ATTN_TARGET inline void gemm_rows(const uint8_t* A, int lda, int kg, const int8_t* B, int N, int32_t* C, int ldc) {
+  int c0 = 0;
+  for (; c0 + 4 * kColsPerVec <= N; c0 += 4 * kColsPerVec) gemm_block<MR, 4>(A, lda, kg, B, N, c0, C, ldc);
+  for (; c0 < N; c0 += kColsPerVec) gemm_block<MR, 1>(A, lda, kg, B, N, c0, C, ldc);
 }
 
-BEBERT_ATTN_TARGET inline void gemm_u8s8(const uint8_t* A, int M, int lda, int kg, const int8_t* B, int nv, int32_t* C,
+// C[i][n] = sum_k A[i][k] * B[k][n] for i < M, n < N (a multiple of 16), exact in int32: A uint8 [M][4 * kg]
+// (row stride lda), B int8 packed [kg][N][4] (4 consecutive k of one column n in 4 bytes), C row stride ldc.
+BEBERT_ATTN_TARGET inline void gemm_u8s8(const uint8_t* A, int M, int lda, int kg, const int8_t* B, int N, int32_t* C,
                                          int ldc) {
   int i = 0;
-  for (; i + 4 <= M; i += 4)
-    gemm_rows<4>(A + static_cast<size_t>(i) * lda, lda, kg, B, nv, C + static_cast<size_t>(i) * ldc, ldc);
-  for (; i < M; ++i) gemm_rows<1>(A + static_cast<size_t>(i) * lda, lda, kg, B, nv, C + static_cast<size_t>(i) * ldc, ldc);
-}
-
-BEBERT_ATTN_TARGET inline __mmask16 first_n16(int n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max(n, 0)) - 1u);
+  for (; i + kGemmRows <= M; i += kGemmRows)
+    gemm_rows<kGemmRows>(A + static_cast<size_t>(i) * lda, lda, kg, B, N, C + static_cast<size_t>(i) * ldc, ldc);
+  for (; i < M; ++i) gemm_rows<1>(A + static_cast<size_t>(i) * lda, lda, kg, B, N, C + static_cast<size_t>(i) * ldc, ldc);
 }
 
 // The codes of x[0..n) (n <= 16) as int8, zero past n: round_clamp(x / step, lo, hi), 16 at a time with the same
-// float operations (a NaN gives lo in both: max_ps returns its second operand for a NaN first one).
+// float operations (a NaN gives lo in both: max_ps returns its second operand for a NaN first one). Lanes past n
+// load 0, whose code is 0 (lo <= 0 <= hi).
+#if defined(BEBERT_ATTN_VNNI)
 BEBERT_ATTN_TARGET inline __m128i codes16(const float* x, int n, float step, float lo, float hi) {
-  const __mmask16 m = first_n16(n);
+  const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
   __m512 f = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x), _mm512_set1_ps(step));
   f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
-  return _mm_maskz_mov_epi8(m, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(f)));
+  return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(f));
 }
 
-// Sum of the 16 int32 lanes (stored and added in order: GCC 12's reduce intrinsic trips -Wmaybe-uninitialized).
-BEBERT_ATTN_TARGET inline int32_t lanes_sum(__m512i v) {
-  alignas(64) int32_t t[16];
-  _mm512_store_si512(t, v);
-  int32_t total = 0;
-  for (int i = 0; i < 16; ++i) total += t[i];
-  return total;
+// acc[0..16) += the 16 codes of c (sign-extended).
+BEBERT_ATTN_TARGET inline void add_codes16(int32_t* acc, __m128i c) {
+  _mm512_storeu_si512(acc, _mm512_add_epi32(_mm512_loadu_si512(acc), _mm512_cvtepi8_epi32(c)));
+}
+#else
+BEBERT_ATTN_TARGET inline __m256 codes8_float(const float* x, int n, float step, float lo, float hi) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(std::max(n, 0)), idx);
+  __m256 f = _mm256_div_ps(_mm256_maskload_ps(x, m), _mm256_set1_ps(step));
+  f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+}
+
+BEBERT_ATTN_TARGET inline __m128i codes16(const float* x, int n, float step, float lo, float hi) {
+  const __m256i i0 = _mm256_cvtps_epi32(codes8_float(x, n, step, lo, hi));
+  const __m256i i1 = _mm256_cvtps_epi32(codes8_float(x + 8, n - 8, step, lo, hi));
+  // packs works within 128-bit lanes: (i0 lo, i1 lo, i0 hi, i1 hi) as int16, reordered to i0, i1, then to int8
+  const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8);
+  return _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+}
+
+BEBERT_ATTN_TARGET inline void add_codes16(int32_t* acc, __m128i c) {
+  __m256i* p = reinterpret_cast<__m256i*>(acc);
+  _mm256_storeu_si256(p, _mm256_add_epi32(_mm256_loadu_si256(p), _mm256_cvtepi8_epi32(c)));
+  _mm256_storeu_si256(p + 1, _mm256_add_epi32(_mm256_loadu_si256(p + 1), _mm256_cvtepi8_epi32(_mm_srli_si128(c, 8))));
 }
 #endif
 
-// Phase 1 of head h: codes, scores, softmax; records the head's smallest probability.
-BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head& s) {
+// Sum of the 16 int8 codes of c: psadbw over the codes offset to unsigned, less 16 * 128.
+BEBERT_ATTN_TARGET inline int32_t codes16_sum(__m128i c) {
+  const __m128i sad = _mm_sad_epu8(_mm_xor_si128(c, _mm_set1_epi8(static_cast<char>(0x80))), _mm_setzero_si128());
+  return _mm_cvtsi128_si32(sad) + _mm_extract_epi16(sad, 4) - 16 * 128;
+}
+
+// The packed operands of head h: q codes + off (rows of Dp16 bytes), k codes by 4 dims per column with their sums,
+// v codes by 4 keys per column with their sums over keys. Codes are computed row by row (vectorised) and written
+// straight into these layouts: a transposed-then-repacked version spent most of the kernel in byte scatters.
+BEBERT_ATTN_TARGET inline void pack_head(const AttentionArgs& a, size_t base, Head& s) {
   const int L = a.L, D = a.head_dim, H = a.heads * D, qn = -(1 << (a.bits - 1)), qp = (1 << (a.bits - 1)) - 1;
-  const size_t base = static_cast<size_t>(b) * L * H + static_cast<size_t>(h) * D;
-#if !defined(BEBERT_ATTN_VNNI)
-  s.qc.resize(static_cast<size_t>(L) * D);
-  s.kt.resize(static_cast<size_t>(L) * D);
-  s.vt.resize(static_cast<size_t>(L) * D);
-#endif
-  s.vsum.assign(D, 0);
-  s.acc.resize(std::max(L, D));
-  s.probs.resize(static_cast<size_t>(L) * L);
-  s.u.resize(L);
-  // Multiplications by a scale and by 1 / total where the PyTorch layer divides (by sqrt(D), by the row sum): a
-  // vector division has a fraction of a multiplication's throughput (measured here: within noise of the rest of
-  // this function on Zen 4). The results differ by at most an ulp (OPS.md), the same on every ISA.
-  const float score_scale = (a.step_q * a.step_k) / std::sqrt(static_cast<float>(D));
-  const float* mask = a.mask_add + static_cast<size_t>(b) * L;
-  int32_t* acc = s.acc.data();
-  float head_min = 1.0f;
-#if defined(BEBERT_ATTN_VNNI)
-  // Integer products by VNNI: q codes offset to unsigned (q + 2^(b-1)), so sum_d q k = (sum_d (q + off) k) - off * ksum.
-  // The codes are computed row by row (contiguous, vectorised) and written straight into the packed layouts: the
-  // transposed-then-repacked version spent most of this function in byte scatters (perf on Zen 4).
   const int Dp4 = round_up(D, 4), Lp16 = round_up(L, 16), Lp4 = round_up(L, 4), Dp16 = round_up(D, 16);
-  const int off = 1 << (a.bits - 1);
-  s.qu.assign(static_cast<size_t>(L) * Dp4, 0);
+  const float lo = static_cast<float>(qn), hi = static_cast<float>(qp);
+  s.qu.assign(static_cast<size_t>(L) * Dp16, 0);
   s.kp.assign(static_cast<size_t>(Dp4) * Lp16, 0);
   s.vp.assign(static_cast<size_t>(Lp4) * Dp16, 0);
   s.ksum.assign(Lp16, 0);
-  s.c.resize(static_cast<size_t>(L) * std::max(Lp16, Dp16));
-  s.um.resize(static_cast<size_t>(L) * Lp4);
-  const float lo = static_cast<float>(qn), hi = static_cast<float>(qp);
-  const __m128i offv = _mm_set1_epi8(static_cast<char>(off));
-  for (int i = 0; i < L; ++i) {  // q codes + off, row-major [L][Dp4]
+  s.vsum.assign(Dp16, 0);
+  const __m128i offv = _mm_set1_epi8(static_cast<char>(-qn));
+  for (int i = 0; i < L; ++i) {  // (bytes D..Dp16 of a row meet zero k codes: they add nothing)
     const float* x = a.q + base + static_cast<size_t>(i) * H;
-    uint8_t* qu = s.qu.data() + static_cast<size_t>(i) * Dp4;
+    uint8_t* qu = s.qu.data() + static_cast<size_t>(i) * Dp16;
     for (int d = 0; d < D; d += 16)
-      _mm_mask_storeu_epi8(qu + d, first_n16(D - d), _mm_add_epi8(codes16(x + d, D - d, a.step_q, lo, hi), offv));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qu + d), _mm_add_epi8(codes16(x + d, D - d, a.step_q, lo, hi), offv));
   }
-  for (int j = 0; j < L; ++j) {  // k codes: 4 dims of key j in the 4 bytes of column j, their sum in ksum[j]
+  for (int j = 0; j < L; ++j) {
     const float* x = a.k + base + static_cast<size_t>(j) * H;
-    __m512i sum = _mm512_setzero_si512();
+    int32_t sum = 0;
     for (int d = 0; d < D; d += 16) {
       const __m128i c = codes16(x + d, D - d, a.step_k, lo, hi);
-      sum = _mm512_add_epi32(sum, _mm512_cvtepi8_epi32(c));
+      sum += codes16_sum(c);
       alignas(16) int32_t g4[4];
       _mm_store_si128(reinterpret_cast<__m128i*>(g4), c);
       for (int g = 0; g < 4 && d + 4 * g < D; ++g)
         std::memcpy(s.kp.data() + (static_cast<size_t>(d / 4 + g) * Lp16 + j) * 4, g4 + g, 4);
     }
-    s.ksum[j] = lanes_sum(sum);
+    s.ksum[j] = sum;
   }
-  for (int j4 = 0; j4 < Lp4 / 4; ++j4) {  // v codes: keys 4 j4 .. 4 j4 + 3 of dim e in 4 bytes, sums in vsum
+  for (int j4 = 0; j4 < Lp4 / 4; ++j4) {
     for (int e = 0; e < D; e += 16) {
       __m128i r[4];
-      __m512i vs = _mm512_maskz_loadu_epi32(first_n16(D - e), s.vsum.data() + e);
       for (int t = 0; t < 4; ++t) {
         const int j = 4 * j4 + t;
         r[t] = j < L ? codes16(a.v + base + static_cast<size_t>(j) * H + e, D - e, a.step_v, lo, hi) : _mm_setzero_si128();
-        vs = _mm512_add_epi32(vs, _mm512_cvtepi8_epi32(r[t]));
+        add_codes16(s.vsum.data() + e, r[t]);
       }
-      _mm512_mask_storeu_epi32(s.vsum.data() + e, first_n16(D - e), vs);
       // 4 x 16 byte transpose: bytes (r0[e], r1[e], r2[e], r3[e]) for e = 0..15 in order
       const __m128i ab_lo = _mm_unpacklo_epi8(r[0], r[1]), ab_hi = _mm_unpackhi_epi8(r[0], r[1]);
       const __m128i cd_lo = _mm_unpacklo_epi8(r[2], r[3]), cd_hi = _mm_unpackhi_epi8(r[2], r[3]);
@@ -263,30 +299,65 @@ BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head&
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 48), _mm_unpackhi_epi16(ab_hi, cd_hi));
     }
   }
-  gemm_u8s8(s.qu.data(), L, Dp4, Dp4 / 4, s.kp.data(), Lp16 / 16, s.c.data(), Lp16);
-#else
-  codes(a.q + base, L, D, H, a.step_q, qn, qp, s.qc.data(), D, 1);
-  codes(a.k + base, L, D, H, a.step_k, qn, qp, s.kt.data(), 1, L);
-  codes(a.v + base, L, D, H, a.step_v, qn, qp, s.vt.data(), 1, L);
-  for (int e = 0; e < D; ++e) {
-    int32_t sum = 0;
-    for (int j = 0; j < L; ++j) sum += s.vt[static_cast<size_t>(e) * L + j];
-    s.vsum[e] = sum;
-  }
+}
 #endif
-  for (int i = 0; i < L; ++i) {
-#if defined(BEBERT_ATTN_VNNI)
-    const int32_t* ci = s.c.data() + static_cast<size_t>(i) * Lp16;
-    for (int j = 0; j < L; ++j) acc[j] = ci[j] - off * s.ksum[j];
-#else
-    std::fill(acc, acc + L, 0);
-    for (int d = 0; d < D; ++d) {
-      const int32_t qv = s.qc[static_cast<size_t>(i) * D + d];
-      const int8_t* kr = s.kt.data() + static_cast<size_t>(d) * L;
-      if (qv)
-        for (int j = 0; j < L; ++j) acc[j] += qv * kr[j];
+
+// Phase 1 of head h: codes, scores, softmax; records the head's smallest probability.
+BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head& s) {
+  const int L = a.L, D = a.head_dim, H = a.heads * D, qn = -(1 << (a.bits - 1)), qp = (1 << (a.bits - 1)) - 1;
+  const size_t base = static_cast<size_t>(b) * L * H + static_cast<size_t>(h) * D;
+  s.acc.resize(std::max(L, D));
+  s.probs.resize(static_cast<size_t>(L) * L);
+  s.u.resize(L);
+  // Multiplications by a scale and by 1 / total where the PyTorch layer divides (by sqrt(D), by the row sum): a
+  // vector division has a fraction of a multiplication's throughput (measured here: within noise of the rest of
+  // this function on Zen 4). The results differ by at most an ulp (OPS.md), the same on every ISA.
+  const float score_scale = (a.step_q * a.step_k) / std::sqrt(static_cast<float>(D));
+  const float* mask = a.mask_add + static_cast<size_t>(b) * L;
+  int32_t* acc = s.acc.data();
+  float head_min = 1.0f;
+#if defined(BEBERT_ATTN_PACKED)
+  // q codes offset to unsigned (q + 2^(b-1)): sum_d q k = (sum_d (q + off) k) - off * ksum.
+  const bool packed = packed_exact(a.bits);
+  const int Lp16 = round_up(L, 16), Dp16 = round_up(D, 16), off = -qn;
+  if (packed) {
+    pack_head(a, base, s);
+    s.c.resize(static_cast<size_t>(L) * std::max(Lp16, Dp16));
+    s.um.resize(static_cast<size_t>(L) * round_up(L, 4));
+    const int Dp4 = round_up(D, 4);
+    gemm_u8s8(s.qu.data(), L, Dp16, Dp4 / 4, s.kp.data(), Lp16, s.c.data(), Lp16);
+  } else
+#endif
+  {
+    s.qc.resize(static_cast<size_t>(L) * D);
+    s.kt.resize(static_cast<size_t>(L) * D);
+    s.vt.resize(static_cast<size_t>(L) * D);
+    s.vsum.assign(D, 0);
+    codes(a.q + base, L, D, H, a.step_q, qn, qp, s.qc.data(), D, 1);
+    codes(a.k + base, L, D, H, a.step_k, qn, qp, s.kt.data(), 1, L);
+    codes(a.v + base, L, D, H, a.step_v, qn, qp, s.vt.data(), 1, L);
+    for (int e = 0; e < D; ++e) {
+      int32_t sum = 0;
+      for (int j = 0; j < L; ++j) sum += s.vt[static_cast<size_t>(e) * L + j];
+      s.vsum[e] = sum;
     }
+  }
+  for (int i = 0; i < L; ++i) {
+#if defined(BEBERT_ATTN_PACKED)
+    if (packed) {
+      const int32_t* ci = s.c.data() + static_cast<size_t>(i) * Lp16;
+      for (int j = 0; j < L; ++j) acc[j] = ci[j] - off * s.ksum[j];
+    } else
 #endif
+    {
+      std::fill(acc, acc + L, 0);
+      for (int d = 0; d < D; ++d) {
+        const int32_t qv = s.qc[static_cast<size_t>(i) * D + d];
+        const int8_t* kr = s.kt.data() + static_cast<size_t>(d) * L;
+        if (qv)
+          for (int j = 0; j < L; ++j) acc[j] += qv * kr[j];
+      }
+    }
     float* p = s.probs.data() + static_cast<size_t>(i) * L;
     for (int j = 0; j < L; ++j) p[j] = static_cast<float>(acc[j]) * score_scale + mask[j];
     const float m = lane_max(p, L);
@@ -304,22 +375,25 @@ BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head&
 BEBERT_ATTN_TARGET void head_context(const AttentionArgs& a, int b, int h, Head& s, float pmin) {
   const int L = a.L, D = a.head_dim, H = a.heads * D;
   const float up = static_cast<float>((1 << a.bits) - 1);
-#if defined(BEBERT_ATTN_VNNI)
-  const int Lp4 = round_up(L, 4), Dp16 = round_up(D, 16);
-  for (int i = 0; i < L; ++i) {
-    const float* p = s.probs.data() + static_cast<size_t>(i) * L;
-    uint8_t* u = s.um.data() + static_cast<size_t>(i) * Lp4;
-    for (int j = 0; j < L; ++j) u[j] = static_cast<uint8_t>(round_clamp((p[j] - pmin) / a.step_p, 0.0f, up));
-    for (int j = L; j < Lp4; ++j) u[j] = 0;
+#if defined(BEBERT_ATTN_PACKED)
+  if (packed_exact(a.bits)) {
+    const int Lp4 = round_up(L, 4), Dp16 = round_up(D, 16);
+    for (int i = 0; i < L; ++i) {
+      const float* p = s.probs.data() + static_cast<size_t>(i) * L;
+      uint8_t* u = s.um.data() + static_cast<size_t>(i) * Lp4;
+      for (int j = 0; j < L; ++j) u[j] = static_cast<uint8_t>(round_clamp((p[j] - pmin) / a.step_p, 0.0f, up));
+      for (int j = L; j < Lp4; ++j) u[j] = 0;
+    }
+    gemm_u8s8(s.um.data(), L, Lp4, Lp4 / 4, s.vp.data(), Dp16, s.c.data(), Dp16);
+    for (int i = 0; i < L; ++i) {
+      const int32_t* ci = s.c.data() + static_cast<size_t>(i) * Dp16;
+      float* o = a.out + (static_cast<size_t>(b) * L + i) * H + static_cast<size_t>(h) * D;
+      for (int e = 0; e < D; ++e)
+        o[e] = (static_cast<float>(ci[e]) * a.step_p + pmin * static_cast<float>(s.vsum[e])) * a.step_v;
+    }
+    return;
   }
-  gemm_u8s8(s.um.data(), L, Lp4, Lp4 / 4, s.vp.data(), Dp16 / 16, s.c.data(), Dp16);
-  for (int i = 0; i < L; ++i) {
-    const int32_t* ci = s.c.data() + static_cast<size_t>(i) * Dp16;
-    float* o = a.out + (static_cast<size_t>(b) * L + i) * H + static_cast<size_t>(h) * D;
-    for (int e = 0; e < D; ++e)
-      o[e] = (static_cast<float>(ci[e]) * a.step_p + pmin * static_cast<float>(s.vsum[e])) * a.step_v;
-  }
-#else
+#endif
   uint8_t* u = s.u.data();
   for (int i = 0; i < L; ++i) {
     const float* p = s.probs.data() + static_cast<size_t>(i) * L;
@@ -333,7 +407,6 @@ BEBERT_ATTN_TARGET void head_context(const AttentionArgs& a, int b, int h, Head&
       o[e] = (static_cast<float>(acc) * a.step_p + pmin * static_cast<float>(s.vsum[e])) * a.step_v;
     }
   }
-#endif
 }
 
 inline void run(const AttentionArgs& a) {

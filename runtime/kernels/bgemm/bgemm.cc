@@ -240,6 +240,8 @@ struct Call {
   float* y = nullptr;
   Isa isa = Isa::kScalar;
   Part parts[2];
+  // Tables of all M tokens built before the tasks (when several tasks share a token chunk), else nullptr.
+  const int8_t* shared_tables[2] = {nullptr, nullptr};
 };
 
 // Epilogue of rows [n0, n1) for tokens [0, mc): y = sum_s alpha_s * val_s + bias, halves in order (the same float
@@ -282,6 +284,7 @@ void epilogue(const Call& c, const int32_t* const* ival, const float* const* fva
 
 struct Scratch {
   std::vector<int8_t> tables[2];
+  std::vector<int8_t> shared_tables[2];  // the caller's: every task of one call reads them
   std::vector<uint64_t> planes[2];
   std::vector<int32_t> usum[2];
   std::vector<int32_t> ival[2];
@@ -290,6 +293,15 @@ struct Scratch {
 Scratch& thread_scratch() {
   thread_local Scratch s;
   return s;
+}
+
+TablesFn tables_fn(const Part& p, Isa isa) {
+#if defined(__x86_64__)
+  return p.path == Path::kAvx512Lut ? lut_row_tables_avx512 : isa == Isa::kNeon ? lut_row_tables_neon : lut_row_tables_avx2;
+#else
+  (void)p; (void)isa;
+  return lut_row_tables_neon;
+#endif
 }
 
 // One task: tokens [m0, m1), rows [n0, n1) of every part, written to y.
@@ -311,14 +323,12 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       continue;
     }
     if (p.path == Path::kLut || p.path == Path::kAvx512Lut) {
+      if (c.shared_tables[s]) {
+        tabs[s] = c.shared_tables[s] + static_cast<size_t>(m0) * G * 16;
+        continue;
+      }
       int8_t* t = scratch(sc.tables[s], static_cast<size_t>(mc) * G * 16);
-#if defined(__x86_64__)
-      const TablesFn fn = p.path == Path::kAvx512Lut ? lut_row_tables_avx512
-                          : c.isa == Isa::kNeon      ? lut_row_tables_neon
-                                                     : lut_row_tables_avx2;
-#else
-      const TablesFn fn = lut_row_tables_neon;
-#endif
+      const TablesFn fn = tables_fn(p, c.isa);
       for (int m = 0; m < mc; ++m) fn(x + static_cast<size_t>(m) * K, K, p.rq, t + static_cast<size_t>(m) * G * 16);
       tabs[s] = t;
     } else if (p.path == Path::kCounts || p.path == Path::kAvx512Sign) {
@@ -442,6 +452,27 @@ void run(Call& c) {
   const int rcs = (blocks + bpc - 1) / bpc;
   const int mper = (M + tok_chunks - 1) / tok_chunks;
   const int tcs = (M + mper - 1) / mper;
+  // Several row chunks per token chunk (few tokens, e.g. real sentences of ~30): each task would rebuild its
+  // tokens' tables, so they are built once, in parallel over tokens, before the tasks.
+  if (rcs > 1) {
+    Scratch& sc = thread_scratch();
+    const int G16 = 2 * row_bytes(K) * 16;
+    for (int s = 0; s < c.S; ++s) {
+      const Part& p = c.parts[s];
+      if ((p.path != Path::kLut && p.path != Path::kAvx512Lut) || p.shares_tables_with >= 0) continue;
+      c.shared_tables[s] = scratch(sc.shared_tables[s], static_cast<size_t>(M) * G16);
+    }
+    if (c.shared_tables[0] || c.shared_tables[1]) {
+      struct Tables { const Call* c; int G16; } tp{&c, G16};
+      parallel_for(M, c.threads, [&tp](int m) {
+        const Call& c = *tp.c;
+        for (int s = 0; s < c.S; ++s)
+          if (c.shared_tables[s])
+            tables_fn(c.parts[s], c.isa)(c.x + static_cast<size_t>(m) * c.K, c.K, c.parts[s].rq,
+                                         const_cast<int8_t*>(c.shared_tables[s]) + static_cast<size_t>(m) * tp.G16);
+      });
+    }
+  }
   // The task body captures one pointer, so std::function keeps it in place: no heap allocation per call.
   struct Plan { const Call* c; int rcs, mper, bpc; } plan{&c, rcs, mper, bpc};
   parallel_for(tcs * rcs, c.threads, [&plan](int task) {

@@ -30,6 +30,8 @@ MODES = [("W1A32", 0, 32, 1, (0.3,)), ("W1A4", 1, 4, 1, (0.3,)), ("W1A1", 2, 1, 
 # Rows re-run on each slower ISA path this CPU supports (the best path runs every mode).
 ISA_MODES = ("W1A4", "W1A1", "W1A4 TWS pair shared-q")
 ISA_ORDER = ("avx512", "avx2", "neon", "scalar")
+# (L, H, heads) of the attention rows: MiniLM-L6 and BERT-base at seq 128.
+ATTN_SHAPES = [(128, 384, 12), (128, 768, 12)]
 
 
 # ---- a minimal ONNX protobuf writer (the handful of ModelProto fields these graphs use; field numbers from
@@ -77,12 +79,12 @@ def _node(op: str, inputs, outputs, domain: str = "", **ints) -> bytes:
         attrs + (_bytes(7, domain) if domain else b"")
 
 
-def _model(nodes, inits: dict, m: int, k: int, n: int, domains=("",)) -> bytes:
+def _model(nodes, inits: dict, m: int, k: int, n: int, domains=("",), x_shape=None, y_shape=None) -> bytes:
     # GraphProto: node 1, name 2, initializer 5, input 11, output 12; ModelProto: ir_version 1, graph 7,
-    # opset_import 8 {domain 1, version 2}
+    # opset_import 8 {domain 1, version 2}. X is [m, k] and Y [m, n] unless shapes are given.
     graph = b"".join(_bytes(1, nd) for nd in nodes) + _bytes(2, "g") + \
         b"".join(_bytes(5, _tensor(name, a)) for name, a in inits.items()) + \
-        _bytes(11, _value_info("X", [m, k])) + _bytes(12, _value_info("Y", [m, n]))
+        _bytes(11, _value_info("X", x_shape or [m, k])) + _bytes(12, _value_info("Y", y_shape or [m, n]))
     opsets = b"".join(_bytes(8, (_bytes(1, d) if d else b"") + _int(2, 17 if d == "" else 1)) for d in domains)
     return _int(1, 8) + _bytes(7, graph) + opsets
 
@@ -130,6 +132,17 @@ def _graphs(m: int, n: int, k: int, rng) -> dict:
     return models
 
 
+def _attention_graphs(L: int, H: int, heads: int) -> dict:
+    """ORT's fp32 MultiHeadAttention (com.microsoft, what ORT fuses BERT attention into) and our 4-bit
+    QuantAttention over the same q = k = v = X [1, L, H]."""
+    xs = [1, L, H]
+    mha = _node("MultiHeadAttention", ["X", "X", "X"], ["Y"], domain="com.microsoft", num_heads=heads)
+    qa = _node("QuantAttention", ["X", "X", "X", "M", "S"], ["Y"], domain="bebert", num_heads=heads, act_bits=4)
+    inits = {"M": np.zeros((1, 1, 1, L), np.float32), "S": np.array([0.1, 0.1, 0.1, 0.05], np.float32)}
+    return {"ORT fp32 MultiHeadAttention": _model([mha], {}, 1, H, H, ("", "com.microsoft"), xs, xs),
+            "QuantAttention A4": _model([qa], inits, 1, H, H, ("", "bebert"), xs, xs)}
+
+
 def _isas(lib) -> list[str]:
     """ISA paths this CPU runs, best first (what the kernels pick without $BEBERT_ISA)."""
     saved = os.environ.pop("BEBERT_ISA", None)
@@ -147,9 +160,46 @@ def _isas(lib) -> list[str]:
             os.environ["BEBERT_ISA"] = saved
 
 
+def _time(entries: dict, x: np.ndarray, runs: int, warmup: int) -> dict:
+    """Median ms of each entry (name -> (session, forced ISA or None)), runs interleaved so that machine noise
+    hits every entry alike."""
+    def call(s, isa):
+        if isa:
+            os.environ["BEBERT_ISA"] = isa
+        try:
+            s.run(None, {"X": x})
+        finally:
+            if isa:
+                del os.environ["BEBERT_ISA"]
+
+    times = {name: [] for name in entries}
+    for s, isa in entries.values():
+        for _ in range(warmup):
+            call(s, isa)
+    for _ in range(runs):
+        for name, (s, isa) in entries.items():
+            t0 = time.perf_counter()
+            call(s, isa)
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(ts)) * 1e3 for name, ts in times.items()}
+
+
+def _ours(name: str, model: bytes, t: int, lib_path: str, isas: list[str], slower_isas: bool,
+          compare_lib: str | None) -> dict:
+    """Entries of one of our graphs: the best ISA path, the slower ones (when asked), the compared library."""
+    s = _session(model, t, lib_path)
+    out = {f"{name} [{isas[0]}]": (s, None)}
+    if slower_isas:
+        out.update({f"{name} [{isa}]": (s, isa) for isa in isas[1:]})
+    if compare_lib:
+        out[f"{name} [compare-lib]"] = (_session(model, t, compare_lib), None)
+    return out
+
+
 def bench(ms=(1, 128), shapes=SHAPES, threads_list=(1, 2), runs: int = 50, warmup: int = 5, progress=True,
-          compare_lib: str | None = None) -> dict:
-    """Median latencies (ms) of every kernel and baseline per (M, N, K, threads); returns the JSON dict."""
+          compare_lib: str | None = None, attention=ATTN_SHAPES) -> dict:
+    """Median latencies (ms) of every kernel and baseline per (M, N, K, threads), and of the attention op per
+    (L, H, heads, threads); returns the JSON dict."""
     import ctypes
 
     from tqdm.auto import tqdm
@@ -164,48 +214,35 @@ def bench(ms=(1, 128), shapes=SHAPES, threads_list=(1, 2), runs: int = 50, warmu
         libs.append(ctypes.CDLL(compare_lib))
     isas = _isas(lib)
     rng = np.random.default_rng(0)
-    rows = []
-    combos = [(m, n, k, t) for t in threads_list for m in ms for (n, k) in shapes]
-    for m, n, k, t in tqdm(combos, desc="kernels", disable=not progress):
+    rows, attn_rows = [], []
+    combos = [("linear", m, n, k, t) for t in threads_list for m in ms for (n, k) in shapes] + \
+             [("attention", L, H, heads, t) for t in threads_list for (L, H, heads) in attention]
+    for kind, d0, d1, d2, t in tqdm(combos, desc="kernels", disable=not progress):
         for lb in libs:
             lb.bebert_set_threads(ctypes.c_int(t))
+        if kind == "attention":
+            L, H, heads = d0, d1, d2
+            x = rng.standard_normal((1, L, H)).astype(np.float32)
+            entries = {}
+            for name, model in _attention_graphs(L, H, heads).items():
+                entries.update({name: (_session(model, t, lib_path), None)} if name.startswith("ORT") else
+                               _ours(name, model, t, lib_path, isas, True, compare_lib))
+            med = _time(entries, x, runs, warmup)
+            base = med["ORT fp32 MultiHeadAttention"]
+            attn_rows += [{"L": L, "H": H, "heads": heads, "threads": t, "kernel": name, "median_ms": v,
+                           "speedup_vs_ort_fp32": base / v} for name, v in med.items()]
+            continue
+        m, n, k = d0, d1, d2
         x = rng.standard_normal((m, k)).astype(np.float32)
-        graphs = _graphs(m, n, k, rng)
-        # entries: display name -> (session, forced ISA or None)
         entries = {}
-        for name, model in graphs.items():
+        for name, model in _graphs(m, n, k, rng).items():
             if name.startswith("ORT"):
                 entries[name] = (_session(model, t, lib_path), None)
-                continue
-            s = _session(model, t, lib_path)
-            entries[f"{name} [{isas[0]}]"] = (s, None)
-            for isa in isas[1:]:
-                if name in ISA_MODES:
-                    entries[f"{name} [{isa}]"] = (s, isa)
-            if compare_lib and name != "W1A32":
-                entries[f"{name} [compare-lib]"] = (_session(model, t, compare_lib), None)
-        times = {name: [] for name in entries}
-
-        def call(s, isa):
-            if isa:
-                os.environ["BEBERT_ISA"] = isa
-            try:
-                s.run(None, {"X": x})
-            finally:
-                if isa:
-                    del os.environ["BEBERT_ISA"]
-
-        for s, isa in entries.values():
-            for _ in range(warmup):
-                call(s, isa)
-        for _ in range(runs):  # interleaved, so machine noise hits every entry alike
-            for name, (s, isa) in entries.items():
-                t0 = time.perf_counter()
-                call(s, isa)
-                times[name].append(time.perf_counter() - t0)
+            else:
+                entries.update(_ours(name, model, t, lib_path, isas, name in ISA_MODES,
+                                     compare_lib if name != "W1A32" else None))
         ops = 2.0 * m * n * k
-        for name, ts in times.items():
-            med = float(np.median(ts)) * 1e3
+        for name, med in _time(entries, x, runs, warmup).items():
             rows.append({"M": m, "N": n, "K": k, "threads": t, "kernel": name, "median_ms": med,
                          "gop_s": ops / (med * 1e-3) / 1e9})
     base = {(r["M"], r["N"], r["K"], r["threads"], r["kernel"]): r["median_ms"] for r in rows}
@@ -217,8 +254,10 @@ def bench(ms=(1, 128), shapes=SHAPES, threads_list=(1, 2), runs: int = 50, warmu
 
     return {"cpu": cpu_model(), "machine": platform.machine(), "isa": isas[0], "isas": isas,
             "onnxruntime": onnxruntime.__version__, "runs": runs, "compare_lib": compare_lib, "rows": rows,
+            "attention_rows": attn_rows,
             "note": "GOP/s counts 2*M*N*K per GEMM; a TWS pair row does two halves' work (2 binary GEMMs) for the "
-                    "same N x K, as one member's linear slot does"}
+                    "same N x K, as one member's linear slot does; attention rows time one layer's attention "
+                    "core (q = k = v = X [1, L, H]) against ONNX Runtime's fp32 MultiHeadAttention"}
 
 
 def print_table(res: dict) -> None:
@@ -232,7 +271,17 @@ def print_table(res: dict) -> None:
     for r in res["rows"]:
         t.add_row(str(r["M"]), f"{r['N']}x{r['K']}", str(r["threads"]), r["kernel"], f"{r['median_ms']:.3f}",
                   f"{r['gop_s']:.0f}", f"{r['speedup_vs_ort_fp32']:.2f}x", f"{r['speedup_vs_ort_int8']:.2f}x")
-    Console(width=max(132, Console().width)).print(t)  # never truncate model names or figures
+    console = Console(width=max(132, Console().width))  # never truncate model names or figures
+    console.print(t)
+    if res.get("attention_rows"):
+        ta = Table(title=f"Attention core of one layer vs ONNX Runtime fp32 MultiHeadAttention — {res['cpu']}, "
+                         f"median of {res['runs']}, interleaved")
+        for c in ("L", "H / heads", "thr", "kernel", "ms", "vs ORT fp32"):
+            ta.add_column(c, justify="right", no_wrap=True)
+        for r in res["attention_rows"]:
+            ta.add_row(str(r["L"]), f"{r['H']} / {r['heads']}", str(r["threads"]), r["kernel"], f"{r['median_ms']:.3f}",
+                       f"{r['speedup_vs_ort_fp32']:.2f}x")
+        console.print(ta)
 
 
 def main(argv=None) -> None:
@@ -244,7 +293,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--compare-lib", default=None, help="another build of _ort_ops*.so to run in the same loop")
     a = ap.parse_args(argv)
-    kw = {"ms": (128,), "shapes": SHAPES[:3]} if a.quick else {}
+    kw = {"ms": (128,), "shapes": SHAPES[:3], "attention": ATTN_SHAPES[:1]} if a.quick else {}
     if a.ms:
         kw["ms"] = tuple(int(v) for v in a.ms.split(","))
     res = bench(runs=a.runs, threads_list=tuple(int(v) for v in a.threads.split(",")), compare_lib=a.compare_lib, **kw)

@@ -120,9 +120,12 @@ def test_bench_kernels_runs_without_the_onnx_package(tmp_path):
     """bench-kernels needs only the [runtime] extra: its graphs are written without `import onnx`."""
     code = ("import sys; sys.modules['onnx'] = None\n"
             "from bebert_deploy.runtime import bench_kernels as b\n"
-            "res = b.bench(ms=(3,), shapes=[(64, 96)], threads_list=(1,), runs=2, warmup=1, progress=False)\n"
+            "res = b.bench(ms=(3,), shapes=[(64, 96)], threads_list=(1,), runs=2, warmup=1, progress=False,\n"
+            "              attention=[(8, 32, 2)])\n"
             "names = {r['kernel'] for r in res['rows']}\n"
             "assert {'ORT fp32', 'ORT int8'} <= names and any(n.startswith('W1A4 TWS pair shared-q') for n in names)\n"
+            "attn = {r['kernel'] for r in res['attention_rows']}\n"
+            "assert 'ORT fp32 MultiHeadAttention' in attn and any(n.startswith('QuantAttention A4 [') for n in attn)\n"
             "print('ok', len(res['rows']))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr

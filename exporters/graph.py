@@ -98,6 +98,11 @@ class Primitives:
         """LayerNorm over the last axis with weight/bias float32 [H]."""
         raise NotImplementedError
 
+    def add_layer_norm(self, x, residual, wb: tuple[np.ndarray, np.ndarray], eps: float, name: str):
+        """LayerNorm(residual + x) over the last axis: an encoder layer's residual connection. Lowerings with a
+        fused op (runtime/OPS.md, AddLayerNorm) override this; the rest spell it as an add and ``layer_norm``."""
+        return self.layer_norm(self.add(residual, x), wb, eps, name)
+
     def linear(self, x, spec: LinearSpec, name: str):
         """[..., K] -> [..., N]: act(x) W^T + b (binary, TWS-split or float; the input quantizer included, see
         ``fake_quant``)."""
@@ -171,11 +176,9 @@ def encoder_layer(low: Primitives, layer: LayerSpec, m: MemberSpec, h, mask_add,
         else:
             probs = fake_quant(low, low.softmax(scores), layer.probs_act)
         ctx = low.reshape(low.transpose(low.matmul(probs, v), [0, 2, 1, 3]), [0, 0, -1])
-    h = low.layer_norm(low.add(h, low.linear(ctx, layer.attn_out, name + "attn_out")), layer.ln_attn, m.eps,
-                       name + "ln_attn")
+    h = low.add_layer_norm(low.linear(ctx, layer.attn_out, name + "attn_out"), h, layer.ln_attn, m.eps, name + "ln_attn")
     inner = low.activation(low.linear(h, layer.ffn_in, name + "ffn_in"), m.hidden_act)
-    return low.layer_norm(low.add(h, low.linear(inner, layer.ffn_out, name + "ffn_out")), layer.ln_ffn, m.eps,
-                          name + "ln_ffn")
+    return low.add_layer_norm(low.linear(inner, layer.ffn_out, name + "ffn_out"), h, layer.ln_ffn, m.eps, name + "ln_ffn")
 
 
 def member(low: Primitives, m: MemberSpec, ids, mask, types, prefix: str):

@@ -186,6 +186,13 @@ class OnnxLowering(Primitives):
             out = y if out is None else g.op("Add", [out, y])
         return g.op("Add", [out, g.init(f"{name}.bias", spec.bias)])
 
+    def add_layer_norm(self, x, residual, wb, eps, name):
+        if self.ops != "custom":
+            return super().add_layer_norm(x, residual, wb, eps, name)
+        g = self.g
+        ins = [x, residual, g.init(f"{name}.weight", wb[0]), g.init(f"{name}.bias", wb[1]), g.const([eps])]
+        return g.op("AddLayerNorm", ins, name=name, domain=CUSTOM_DOMAIN)
+
     def quant_attention(self, q, k, v, mask_add, layer, num_heads, name):
         if self.ops != "custom":
             return None

@@ -39,6 +39,7 @@ from .tflite_writer import TfliteGraph
 CUSTOM_LINEAR = "BebertBinaryFC"
 CUSTOM_EMBEDDING = "BebertBinaryEmbedding"
 CUSTOM_ATTENTION = "BebertQuantAttention"
+CUSTOM_LAYER_NORM = "BebertAddLayerNorm"
 
 
 class TfliteLowering(Primitives):
@@ -178,6 +179,13 @@ class TfliteLowering(Primitives):
             y = self.fully_connected(fake_quant(self, x, spec.act, s), w, bias, spec.n, True, spec.act.mode != "sign")
             out = y if out is None else g.binary("ADD", out, y)
         return out
+
+    def add_layer_norm(self, x, residual, wb, eps, name):
+        if self.ops != "custom":
+            return super().add_layer_norm(x, residual, wb, eps, name)
+        g = self.g
+        ins = [x, residual, g.init(f"{name}.weight", wb[0]), g.init(f"{name}.bias", wb[1]), g.const([eps])]
+        return g.op(CUSTOM_LAYER_NORM, ins, g.shape(x), custom=CUSTOM_LAYER_NORM)
 
     def quant_attention(self, q, k, v, mask_add, layer, num_heads, name):
         if self.ops != "custom":

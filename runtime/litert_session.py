@@ -19,7 +19,7 @@ from .tflite_file import TensorInfo
 # ai-edge-litert versions whose libLiteRt.so ABI (custom-op kernel struct, 68-byte layouts, lock modes, the CPU
 # options payload) was checked against runtime/kernels/litert/litert_ops.cc.
 SUPPORTED_LITERT = ("2.3.0",)
-OUR_OPS = ("BebertBinaryEmbedding", "BebertBinaryFC", "BebertQuantAttention")
+OUR_OPS = ("BebertBinaryEmbedding", "BebertBinaryFC", "BebertQuantAttention", "BebertAddLayerNorm")
 
 
 def litert_library() -> Path:

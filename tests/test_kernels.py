@@ -178,3 +178,37 @@ def test_cpp_kernel_tests_native_and_aarch64():
     res = subprocess.run(args, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "0 failures" in res.stdout
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (2, 128, 384), (1, 33, 768)])
+def test_add_layer_norm_matches_pytorch(shape):
+    """The AddLayerNorm op against torch.nn.functional.layer_norm of x + residual (float64, an independent
+    reference); one and two threads give identical floats."""
+    import torch
+
+    rng = np.random.default_rng(len(shape) * 7 + shape[-1])
+    x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    r = rng.standard_normal(shape).astype(np.float32)
+    h = shape[-1]
+    g = (1 + 0.1 * rng.standard_normal(h)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(h)).astype(np.float32)
+    ref = torch.nn.functional.layer_norm(torch.from_numpy(x).double() + torch.from_numpy(r).double(), (h,),
+                                         torch.from_numpy(g).double(), torch.from_numpy(b).double(), 1e-12).numpy()
+    out = _kernels.add_layer_norm(x, r, g, b, 1e-12, 1)
+    assert out.shape == x.shape
+    np.testing.assert_allclose(out, ref, atol=5e-5, rtol=0)
+    np.testing.assert_array_equal(_kernels.add_layer_norm(x, r, g, b, 1e-12, 2), out)
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (dict(r=np.zeros((2, 5), np.float32)), "shape mismatch: residual"),
+    (dict(g=np.ones(3, np.float32)), "must be float32 \\[H\\]"),
+    (dict(eps=0.0), "eps must be in"),
+    (dict(x=np.array([[1.0, np.nan, 0, 0]], np.float32)), "NaN or inf"),
+])
+def test_add_layer_norm_refuses_bad_input(bad, msg):
+    a = dict(x=np.ones((1, 4), np.float32), r=np.zeros((1, 4), np.float32), g=np.ones(4, np.float32),
+             b=np.zeros(4, np.float32), eps=1e-5)
+    a.update(bad)
+    with pytest.raises(ValueError, match=msg):
+        _kernels.add_layer_norm(a["x"], a["r"], a["g"], a["b"], a["eps"], 1)

@@ -132,7 +132,7 @@ def test_onnx_graph_hygiene(tiny_ckpt, tmp_path):
     assert {n.domain for n in m.graph.node} <= {"", None}
     p = export(tiny_ckpt, tmp_path / "c.onnx", "onnx", "binary", "custom")
     names = {n.op_type for n in onnx.load(str(p)).graph.node if n.domain == "bebert"}
-    assert names == {"BinaryLinear", "BinaryEmbedding", "QuantAttention"}
+    assert names == {"BinaryLinear", "BinaryEmbedding", "QuantAttention", "AddLayerNorm"}
 
 
 def test_cli_export_and_predict(tiny_ckpt, tmp_path):

@@ -79,7 +79,7 @@ def test_custom_ensemble_parity(tiny_ckpt, tmp_path):
     ens = _ensemble(ck)
     p = export(tiny_ckpt, tmp_path / "ens.tflite", "tflite", "binary", "custom")
     info = read_tflite(p)
-    assert info.custom_ops == ["BebertBinaryEmbedding", "BebertBinaryFC", "BebertQuantAttention"]
+    assert info.custom_ops == ["BebertAddLayerNorm", "BebertBinaryEmbedding", "BebertBinaryFC", "BebertQuantAttention"]
     s = Session(p, threads=2)
     assert s.isa in ("avx512", "avx2", "neon", "scalar")
     out = s.run(_feed(ids, mask, types))

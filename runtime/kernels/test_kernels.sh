@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the kernel unit tests (bgemm, attention) natively and, when the Debian cross compiler and qemu-user are present,
+# Builds the kernel unit tests (bgemm, attention, layernorm) natively and, when the Debian cross compiler and qemu-user are present,
 # for aarch64 (NEON path), and runs both. Usage: runtime/kernels/test_kernels.sh [--require-arm]
 # CXX picks the native compiler (default g++); KERNEL_TEST_FLAGS adds compiler flags and runs the native build
 # only (fuzz/run_fuzz.sh uses it for the sanitizer build).
@@ -9,7 +9,7 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 # the one kernel source list (SOURCES), plus one test program per op folder
 mapfile -t srcs < <(sed -e '/^[[:space:]]*#/d' -e '/^[[:space:]]*$/d' -e "s|^|$here/|" "$here/SOURCES")
-tests=(bgemm/bgemm_test.cc attention/attention_test.cc)
+tests=(bgemm/bgemm_test.cc attention/attention_test.cc layernorm/layernorm_test.cc)
 flags=(-std=c++17 -O2 -pthread -ffp-contract=off -Wall)
 for t in "${tests[@]}"; do
   # shellcheck disable=SC2086  # KERNEL_TEST_FLAGS is a list of flags

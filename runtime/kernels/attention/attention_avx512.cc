@@ -11,8 +11,10 @@
 #define BEBERT_ATTN_VNNI 1
 // GCC 12's AVX-512 headers build some intrinsics (conversions, masked moves) on a self-initialised `__Y`
 // placeholder, which -Wmaybe-uninitialized reports in target-attribute functions: a false positive in the header.
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include "attention_core.h"
 
 namespace bebert {

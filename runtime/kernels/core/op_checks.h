@@ -20,6 +20,7 @@
 #include "../attention/attention.h"
 #include "../bembed/bembed.h"
 #include "../bgemm/bgemm.h"
+#include "../layernorm/layernorm.h"
 #include "bitpack.h"
 
 namespace bebert {
@@ -51,19 +52,8 @@ inline std::string dims_str(const std::vector<int64_t>& dims) {
   return s + "]";
 }
 
-// True when no element is NaN or +-inf: a NaN or inf has an all-ones exponent, and exactly then
-// (u & exponent) + 2^23 carries into bit 31, so an and, an add and an or per element, a loop compilers vectorise
-// (it runs over every op input on every call). Not inlined: inlined into the checks, beside their error paths,
-// GCC 12 left the loop scalar (perf showed it at ~7% of a member's time); on its own it is vectorised.
-__attribute__((noinline)) inline bool all_finite(const float* p, int64_t n) {
-  uint32_t acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, p + i, 4);
-    acc |= (u & 0x7F800000u) + 0x00800000u;
-  }
-  return (acc >> 31) == 0;
-}
+// True when no element of p[0..n) is NaN or +-inf (core/finite.cc).
+bool all_finite(const float* p, int64_t n);
 
 // ---- binary linear ----------------------------------------------------------------------------------------------
 // Attributes as the model file states them (int64 in ONNX, int32 in the TFLite params tensor).
@@ -284,6 +274,51 @@ inline std::string run_attention(const AttentionPlan& p, float* out, int threads
   if (!e.empty()) return e;
   quant_attention(a, isa);
   return "";
+}
+
+// ---- residual add + LayerNorm ---------------------------------------------------------------------------------
+struct LayerNormPlan {
+  LayerNormArgs args;             // everything but y and threads
+  std::vector<int64_t> out_dims;  // x's dims
+};
+
+// x and residual float [..., H] of one shape (rank >= 1); gamma, beta float [H]; eps float [1], in (0, 1]. All
+// finite.
+inline std::string check_add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& gamma,
+                                        const Tensor& beta, const Tensor& eps, LayerNormPlan* plan) {
+  if (x.type != DType::kF32 || x.dims.empty()) return "x must be float32 [..., H], got " + dims_str(x.dims);
+  if (residual.type != DType::kF32 || residual.dims != x.dims)
+    return "shape mismatch: residual " + dims_str(residual.dims) + " must be float32 like x " + dims_str(x.dims);
+  const int64_t n = element_count(x.dims), H = x.dims.back();
+  if (n < 0 || n > INT32_MAX) return "x " + dims_str(x.dims) + " is too large or has a negative dim";
+  if (H < 1) return "x must have a positive last dim H, got " + dims_str(x.dims);
+  const std::vector<int64_t> want{H};
+  if (gamma.type != DType::kF32 || gamma.dims != want || beta.type != DType::kF32 || beta.dims != want)
+    return "shape mismatch: gamma " + dims_str(gamma.dims) + " and beta " + dims_str(beta.dims) +
+           " must be float32 [H] = " + dims_str(want);
+  if (eps.type != DType::kF32 || eps.dims != std::vector<int64_t>{1}) return "eps must be float32 [1], got " + dims_str(eps.dims);
+  if ((n && (!x.data || !residual.data)) || !gamma.data || !beta.data || !eps.data) return "an input has no data";
+  const float e = *static_cast<const float*>(eps.data);
+  if (!(e > 0.0f) || !(e <= 1.0f)) return "eps must be in (0, 1]";
+  if (!all_finite(static_cast<const float*>(gamma.data), H) || !all_finite(static_cast<const float*>(beta.data), H))
+    return "gamma or beta holds NaN or inf";
+  if (!all_finite(static_cast<const float*>(x.data), n) || !all_finite(static_cast<const float*>(residual.data), n))
+    return "x or residual holds NaN or inf (produced by an earlier node)";
+  LayerNormArgs& a = plan->args;
+  a.rows = static_cast<int>(n / H); a.cols = static_cast<int>(H);
+  a.x = static_cast<const float*>(x.data); a.residual = static_cast<const float*>(residual.data);
+  a.gamma = static_cast<const float*>(gamma.data); a.beta = static_cast<const float*>(beta.data); a.eps = e;
+  plan->out_dims = x.dims;
+  return "";
+}
+
+// Runs a call that passed check_add_layer_norm; y float like x.
+inline void run_add_layer_norm(const LayerNormPlan& p, float* y, int threads) {
+  if (p.args.rows == 0) return;
+  LayerNormArgs a = p.args;
+  a.y = y;
+  a.threads = threads < 1 ? 1 : threads;
+  add_layer_norm(a);
 }
 
 }  // namespace ops

@@ -175,16 +175,33 @@ void fuzz_attention(Input& in) {
   if (max_abs(steps) <= 1e3f && max_abs(mask) <= 1e4f && !finite(y)) std::abort();
 }
 
+void fuzz_layer_norm(Input& in) {
+  const int rank = in.range(1, 3);
+  std::vector<int64_t> xd;
+  for (int i = 0; i < rank; ++i) xd.push_back(in.range(0, 40));
+  Owned x = make(in, DType::kF32, xd, in.byte() % 4 != 0), r = make(in, DType::kF32, xd);
+  const int64_t H = xd.back();
+  Owned g = make(in, DType::kF32, {H}), b = make(in, DType::kF32, {H}), eps = make(in, DType::kF32, {1});
+  bebert::ops::LayerNormPlan plan;
+  if (!bebert::ops::check_add_layer_norm(x.t, r.t, g.t, b.t, eps.t, &plan).empty()) return;
+  std::vector<float> y(static_cast<size_t>(bebert::ops::element_count(plan.out_dims)), NAN);
+  bebert::ops::run_add_layer_norm(plan, y.data(), in.range(1, 3));
+  // finite inputs of moderate size and eps > 0: every output is finite
+  if (max_abs(x) <= 1e15f && max_abs(r) <= 1e15f && max_abs(g) <= 1e15f && max_abs(b) <= 1e15f && !finite(y)) std::abort();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input in{data, size};
-  const int op = in.byte() % 3;
+  const int op = in.byte() % 4;
   if (op == 0)
     fuzz_embedding(in);
   else if (op == 1)
     fuzz_linear(in);
-  else
+  else if (op == 2)
     fuzz_attention(in);
+  else
+    fuzz_layer_norm(in);
   return 0;
 }

@@ -1,5 +1,5 @@
 // LiteRT runner of bebert-deploy: runs a .tflite file whose CUSTOM ops BebertBinaryFC / BebertBinaryEmbedding /
-// BebertQuantAttention are our kernels (contract: runtime/OPS.md), through the compiled-model C API of the libLiteRt.so
+// BebertQuantAttention / BebertAddLayerNorm are our kernels (contract: runtime/OPS.md), through the compiled-model C API of the libLiteRt.so
 // that the ai-edge-litert wheel ships. The Python side (runtime/litert_session.py) calls the small C API at the
 // bottom. The LiteRT declarations live in litert_abi.h; argument checks are the shared kernels/core/op_checks.h.
 // libLiteRt.so is dlopened at run time from the path the caller gives, so building this library needs no LiteRT
@@ -40,7 +40,7 @@ bool bind(void* lib, const char* name, F& fn, std::string& missing) {
 // ---- sessions and their error flag ----------------------------------------------------------------------
 struct Session;
 
-enum class OpKind { kLinear, kEmbedding, kAttention };
+enum class OpKind { kLinear, kEmbedding, kAttention, kLayerNorm };
 
 struct OpState {  // the user_data of one registered custom op
   Session* session;
@@ -52,7 +52,8 @@ struct Session {
   Handle env = nullptr, model = nullptr, options = nullptr, compiled = nullptr;
   std::vector<Handle> inputs, outputs;
   std::vector<size_t> input_bytes, output_bytes;
-  OpState linear{this, OpKind::kLinear}, embedding{this, OpKind::kEmbedding}, attention{this, OpKind::kAttention};
+  OpState linear{this, OpKind::kLinear}, embedding{this, OpKind::kEmbedding}, attention{this, OpKind::kAttention},
+      layer_norm{this, OpKind::kLayerNorm};
   int threads = 1;
   std::mutex error_mutex;
   std::atomic<bool> failed{false};
@@ -163,6 +164,25 @@ int run_attention(Session* s, size_t n_in, const Handle* in, size_t n_out, Handl
   return kOk;
 }
 
+// BebertAddLayerNorm inputs: x, residual float [..., H], gamma, beta float [H], eps float [1]; output like x.
+int run_layer_norm(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* out) noexcept {
+  const Api* api = s->api;
+  const char* op = "BebertAddLayerNorm: ";
+  if (n_in != 5 || n_out != 1) return s->fail(std::string(op) + "expected 5 inputs and 1 output"), kErrorRuntimeFailure;
+  Locked x(api, in[0], kLockRead), r(api, in[1], kLockRead), g(api, in[2], kLockRead), b(api, in[3], kLockRead),
+      e(api, in[4], kLockRead), y(api, out[0], kLockWrite);
+  if (!(x.ok && r.ok && g.ok && b.ok && e.ok && y.ok))
+    return s->fail(std::string(op) + "cannot read an input or write the output buffer"), kErrorRuntimeFailure;
+  const Tensor ty = y.view();
+  bebert::ops::LayerNormPlan plan;
+  std::string err = bebert::ops::check_add_layer_norm(x.view(), r.view(), g.view(), b.view(), e.view(), &plan);
+  if (err.empty() && (ty.type != DType::kF32 || ty.dims != plan.out_dims))
+    err = "shape mismatch: output must be float32 " + bebert::ops::dims_str(plan.out_dims) + ", got " + bebert::ops::dims_str(ty.dims);
+  if (!err.empty()) return s->fail(op + err), kErrorRuntimeFailure;
+  bebert::ops::run_add_layer_norm(plan, static_cast<float*>(y.data), s->threads);
+  return kOk;
+}
+
 int op_init(void*, const void*, size_t) noexcept { return kOk; }
 int op_destroy(void*) noexcept { return kOk; }
 
@@ -179,6 +199,10 @@ int op_output_layouts(void* user, size_t n_in, const Layout* in, size_t n_out, L
   } else if (st->kind == OpKind::kAttention) {
     if (n_in != 6 || in[0].rank() != 3)
       return st->session->fail("BebertQuantAttention: q must have rank 3"), kErrorRuntimeFailure;
+    l = in[0];
+  } else if (st->kind == OpKind::kLayerNorm) {
+    if (n_in != 5 || in[0].rank() < 1 || in[0].rank() > kMaxRank)
+      return st->session->fail("BebertAddLayerNorm: x must have rank 1..8"), kErrorRuntimeFailure;
     l = in[0];
   } else {
     if (n_in != 4 || in[0].rank() < 1 || in[0].rank() >= kMaxRank || in[3].rank() != 2)
@@ -197,6 +221,7 @@ int op_run(void* user, size_t n_in, const Handle* in, size_t n_out, Handle* out)
   switch (st->kind) {
     case OpKind::kLinear: return run_linear(st->session, n_in, in, n_out, out);
     case OpKind::kEmbedding: return run_embedding(st->session, n_in, in, n_out, out);
+    case OpKind::kLayerNorm: return run_layer_norm(st->session, n_in, in, n_out, out);
     default: return run_attention(st->session, n_in, in, n_out, out);
   }
 }
@@ -328,7 +353,8 @@ BEBERT_EXPORT int bebert_litert_open(const char* litert_lib, const char* model_p
   if (a.AddOpaqueOptions(s->options, opaque) != kOk) return fail("cannot add LiteRT CPU options");
   if (a.AddCustomOpKernelOption(s->options, "BebertBinaryFC", 1, &kKernel, &s->linear) != kOk ||
       a.AddCustomOpKernelOption(s->options, "BebertBinaryEmbedding", 1, &kKernel, &s->embedding) != kOk ||
-      a.AddCustomOpKernelOption(s->options, "BebertQuantAttention", 1, &kKernel, &s->attention) != kOk)
+      a.AddCustomOpKernelOption(s->options, "BebertQuantAttention", 1, &kKernel, &s->attention) != kOk ||
+      a.AddCustomOpKernelOption(s->options, "BebertAddLayerNorm", 1, &kKernel, &s->layer_norm) != kOk)
     return fail("cannot register the bebert custom ops with LiteRT");
   if (a.CreateCompiledModel(s->env, s->model, s->options, &s->compiled) != kOk)
     return fail("LiteRT cannot compile the model");

@@ -249,6 +249,30 @@ OrtStatus* attention_compute(void* k, OrtKernelContext* ctx) noexcept {
   return err.empty() ? nullptr : op_error("QuantAttention", err);
 }
 
+// ---- AddLayerNorm (runtime/OPS.md) ---------------------------------------------------------------------
+struct LayerNormKernel {
+  int threads;
+};
+
+OrtStatus* layer_norm_create(OpFn, const OrtApi*, const OrtKernelInfo*, void** kernel) noexcept {
+  *kernel = new (std::nothrow) LayerNormKernel{g_threads.load()};
+  return *kernel ? nullptr : op_error("AddLayerNorm", "out of memory");
+}
+
+OrtStatus* layer_norm_compute(void* k, OrtKernelContext* ctx) noexcept {
+  const Tensor x = g_api.view(g_api.input(ctx, 0)), r = g_api.view(g_api.input(ctx, 1)),
+               gamma = g_api.view(g_api.input(ctx, 2)), beta = g_api.view(g_api.input(ctx, 3)),
+               eps = g_api.view(g_api.input(ctx, 4));
+  bebert::ops::LayerNormPlan plan;
+  const std::string err = bebert::ops::check_add_layer_norm(x, r, gamma, beta, eps, &plan);
+  if (!err.empty()) return op_error("AddLayerNorm", err);
+  OrtValue* vy = g_api.output(ctx, 0, plan.out_dims);
+  float* y = vy ? g_api.data<float>(vy) : nullptr;
+  if (!y && plan.args.rows > 0) return op_error("AddLayerNorm", "cannot allocate the output");
+  bebert::ops::run_add_layer_norm(plan, y, static_cast<const LayerNormKernel*>(k)->threads);
+  return nullptr;
+}
+
 // Version-1 entry points: part of the struct, but ONNX Runtime calls the V2 pair above whenever the struct's
 // version is >= 16 (and RegisterCustomOps refuses runtimes older than 1.16).
 void* linear_create_v1(OpFn op, const OrtApi* api, const OrtKernelInfo* info) noexcept {
@@ -266,6 +290,12 @@ void* attention_create_v1(OpFn op, const OrtApi* api, const OrtKernelInfo* info)
   g_api.release(attention_create(op, api, info, &k));
   return k;
 }
+void* layer_norm_create_v1(OpFn op, const OrtApi* api, const OrtKernelInfo* info) noexcept {
+  void* k = nullptr;
+  g_api.release(layer_norm_create(op, api, info, &k));
+  return k;
+}
+void layer_norm_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.release(layer_norm_compute(k, ctx)); }
 void linear_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.release(linear_compute(k, ctx)); }
 void attention_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.release(attention_compute(k, ctx)); }
 void embedding_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.release(embedding_compute(k, ctx)); }
@@ -274,18 +304,20 @@ void embedding_compute_v1(void* k, OrtKernelContext* ctx) noexcept { g_api.relea
 const char* linear_name(OpFn) noexcept { return "BinaryLinear"; }
 const char* embedding_name(OpFn) noexcept { return "BinaryEmbedding"; }
 const char* attention_name(OpFn) noexcept { return "QuantAttention"; }
+const char* layer_norm_name(OpFn) noexcept { return "AddLayerNorm"; }
 const char* cpu_provider(OpFn) noexcept { return nullptr; }
 int linear_input_type(OpFn, size_t i) noexcept { return i == 1 ? kOnnxUint8 : kOnnxFloat; }
 size_t linear_input_count(OpFn) noexcept { return 5; }
 int embedding_input_type(OpFn, size_t i) noexcept { return i == 0 ? kOnnxInt64 : i == 1 ? kOnnxUint8 : kOnnxFloat; }
 size_t embedding_input_count(OpFn) noexcept { return 3; }
 int float_input(OpFn, size_t) noexcept { return kOnnxFloat; }
-size_t attention_input_count(OpFn) noexcept { return 5; }
+size_t five_inputs(OpFn) noexcept { return 5; }  // QuantAttention, AddLayerNorm
 int float_output(OpFn, size_t) noexcept { return kOnnxFloat; }
 size_t one_output(OpFn) noexcept { return 1; }
 void linear_destroy(void* k) noexcept { delete static_cast<LinearKernel*>(k); }
 void embedding_destroy(void* k) noexcept { delete static_cast<EmbeddingKernel*>(k); }
 void attention_destroy(void* k) noexcept { delete static_cast<AttentionKernel*>(k); }
+void layer_norm_destroy(void* k) noexcept { delete static_cast<LayerNormKernel*>(k); }
 int required(OpFn, size_t) noexcept { return 0; }       // INPUT_OUTPUT_REQUIRED
 int default_memory(OpFn, size_t) noexcept { return 0; }  // OrtMemTypeDefault
 int one(OpFn) noexcept { return 1; }  // variadic arity / homogeneity: never asked (no variadic inputs)
@@ -301,9 +333,15 @@ const OrtCustomOp kEmbeddingOp = {kCustomOpVersion, embedding_create_v1, embeddi
                                   nullptr, nullptr, nullptr, nullptr};
 
 const OrtCustomOp kAttentionOp = {kCustomOpVersion, attention_create_v1, attention_name, cpu_provider, float_input,
-                                  attention_input_count, float_output, one_output, attention_compute_v1,
+                                  five_inputs, float_output, one_output, attention_compute_v1,
                                   attention_destroy, required, required, default_memory, one, one, one, one,
                                   attention_create, attention_compute, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                  nullptr, nullptr};
+
+const OrtCustomOp kLayerNormOp = {kCustomOpVersion, layer_norm_create_v1, layer_norm_name, cpu_provider, float_input,
+                                  five_inputs, float_output, one_output, layer_norm_compute_v1,
+                                  layer_norm_destroy, required, required, default_memory, one, one, one, one,
+                                  layer_norm_create, layer_norm_compute, nullptr, nullptr, nullptr, nullptr, nullptr,
                                   nullptr, nullptr};
 
 OrtCustomOpDomain* g_domain = nullptr;  // must outlive every session: created once, never released
@@ -343,7 +381,8 @@ __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(OrtSessionOp
     if (g_api.failed(g_api.fn<OrtStatus* (*)(const char*, OrtCustomOpDomain**)>(kCreateCustomOpDomain)("bebert", &d)))
       return g_api.create_status("bebert ops: cannot create the custom-op domain");
     auto add = g_api.fn<OrtStatus* (*)(OrtCustomOpDomain*, const OrtCustomOp*)>(kCustomOpDomainAdd);
-    if (g_api.failed(add(d, &kLinearOp)) || g_api.failed(add(d, &kEmbeddingOp)) || g_api.failed(add(d, &kAttentionOp)))
+    if (g_api.failed(add(d, &kLinearOp)) || g_api.failed(add(d, &kEmbeddingOp)) || g_api.failed(add(d, &kAttentionOp)) ||
+        g_api.failed(add(d, &kLayerNormOp)))
       return g_api.create_status("bebert ops: cannot add the ops to the domain");
     g_domain = d;
   }

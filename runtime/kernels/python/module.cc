@@ -95,6 +95,23 @@ py::array_t<float> quant_attention_py(F32 q, F32 k, F32 v, F32 mask_add, F32 ste
   return out;
 }
 
+py::array_t<float> add_layer_norm_py(F32 x, F32 residual, F32 gamma, F32 beta, float eps, int threads) {
+  ops::LayerNormPlan plan;
+  F32 e(std::vector<py::ssize_t>{1});
+  e.mutable_data()[0] = eps;
+  const std::string err = ops::check_add_layer_norm(view(x, ops::DType::kF32), view(residual, ops::DType::kF32),
+                                                    view(gamma, ops::DType::kF32), view(beta, ops::DType::kF32),
+                                                    view(e, ops::DType::kF32), &plan);
+  if (!err.empty()) throw std::invalid_argument(err);
+  if (threads < 1) throw std::invalid_argument("threads must be >= 1");
+  py::array_t<float> out(std::vector<py::ssize_t>(plan.out_dims.begin(), plan.out_dims.end()));
+  {
+    py::gil_scoped_release release;
+    ops::run_add_layer_norm(plan, out.mutable_data(), threads);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
@@ -106,6 +123,9 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("quant_attention", &quant_attention_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask_add"),
         py::arg("steps"), py::arg("heads"), py::arg("bits") = 4, py::arg("threads") = 1, py::arg("isa") = "auto",
         "The QuantAttention op (attention.h): q, k, v float32 [B, L, H], mask_add [B, 1, 1, L], steps [4]");
+  m.def("add_layer_norm", &add_layer_norm_py, py::arg("x"), py::arg("residual"), py::arg("gamma"), py::arg("beta"),
+        py::arg("eps"), py::arg("threads") = 1,
+        "The AddLayerNorm op (layernorm.h): LayerNorm(x + residual) over the last axis, gamma / beta float32 [H]");
   m.def("best_isa", []() { return std::string(isa_name(best_isa())); });
   m.def("supported_isas", []() {
     std::vector<std::string> out;

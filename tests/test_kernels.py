@@ -183,7 +183,7 @@ def test_cpp_kernel_tests_native_and_aarch64():
 @pytest.mark.parametrize("shape", [(1, 1), (3, 17), (2, 128, 384), (1, 33, 768)])
 def test_add_layer_norm_matches_pytorch(shape):
     """The AddLayerNorm op against torch.nn.functional.layer_norm of x + residual (float64, an independent
-    reference); one and two threads give identical floats."""
+    reference); one and two threads and every ISA path give identical floats."""
     import torch
 
     rng = np.random.default_rng(len(shape) * 7 + shape[-1])
@@ -198,6 +198,12 @@ def test_add_layer_norm_matches_pytorch(shape):
     assert out.shape == x.shape
     np.testing.assert_allclose(out, ref, atol=5e-5, rtol=0)
     np.testing.assert_array_equal(_kernels.add_layer_norm(x, r, g, b, 1e-12, 2), out)
+    for isa in ISAS:  # every path this CPU has (the kernels read $BEBERT_ISA on every call)
+        os.environ["BEBERT_ISA"] = isa
+        try:
+            np.testing.assert_array_equal(_kernels.add_layer_norm(x, r, g, b, 1e-12, 1), out)
+        finally:
+            del os.environ["BEBERT_ISA"]
 
 
 @pytest.mark.parametrize("bad,msg", [

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../bgemm/bgemm.h"  // best_isa
 #include "../core/thread_pool.h"
 
 namespace bebert {
@@ -101,8 +102,7 @@ void rows_base(const LayerNormArgs& a, int r0, int r1) {
   for (int r = r0; r < r1; ++r) row(a, r);
 }
 #if defined(__x86_64__)
-// The same rows vectorised for AVX2 and AVX-512, picked once by CPU (the baseline SSE2 loop ran ~1 ns per
-// element). The lanes and the order of every float operation are the same in each, so they compute the same bits.
+// The same rows vectorised for AVX2 and AVX-512 (the baseline SSE2 loop ran ~1 ns per element). The lanes and the order of every float operation are the same in each, so they compute the same bits.
 __attribute__((target("avx2"))) void rows_avx2(const LayerNormArgs& a, int r0, int r1) {
   for (int r = r0; r < r1; ++r) row(a, r);
 }
@@ -116,15 +116,14 @@ void rows_avx512(const LayerNormArgs& a, int r0, int r1) {
 }
 #endif
 
-void rows(const LayerNormArgs& a, int r0, int r1) {
+// The ISA the other kernels run (best_isa: $BEBERT_ISA when set, so tests reach every path this CPU has).
+void rows(const LayerNormArgs& a, int r0, int r1, Isa isa) {
 #if defined(__x86_64__)
-  static void (*const fn)(const LayerNormArgs&, int, int) = __builtin_cpu_supports("avx512f") ? rows_avx512
-                                                            : __builtin_cpu_supports("avx2")  ? rows_avx2
-                                                                                               : rows_base;
-  fn(a, r0, r1);
-#else
-  rows_base(a, r0, r1);
+  if (isa == Isa::kAvx512) return rows_avx512(a, r0, r1);
+  if (isa == Isa::kAvx2) return rows_avx2(a, r0, r1);
 #endif
+  (void)isa;
+  rows_base(a, r0, r1);
 }
 
 }  // namespace
@@ -134,9 +133,10 @@ void add_layer_norm(const LayerNormArgs& a) {
   const long work = static_cast<long>(a.rows) * a.cols;
   const int threads = work >= 65536 ? std::max(1, a.threads) : 1;
   const int chunks = std::min(a.rows, 4 * threads);
-  if (chunks <= 1) return rows(a, 0, a.rows);
+  const Isa isa = best_isa();
+  if (chunks <= 1) return rows(a, 0, a.rows, isa);
   const int per = (a.rows + chunks - 1) / chunks;
-  parallel_for(chunks, threads, [&a, per](int c) { rows(a, c * per, std::min(a.rows, (c + 1) * per)); });
+  parallel_for(chunks, threads, [&a, per, isa](int c) { rows(a, c * per, std::min(a.rows, (c + 1) * per), isa); });
 }
 
 }  // namespace bebert

@@ -3,10 +3,10 @@
 //   s = x + residual                                  per row of `cols` values
 //   mean = sum(s) / cols, var = sum((s - mean)^2) / cols   (biased, as torch.nn.LayerNorm)
 //   y = ((s - mean) * (1 / sqrt(var + eps))) * gamma + beta
-// The sums run in 16 lanes in a fixed order and nothing is contracted (-ffp-contract=off), so the result does not
+// The sums run in 4 x 16 lanes in a fixed order and nothing is contracted (-ffp-contract=off), so the result does not
 // depend on the thread count; it equals PyTorch's LayerNorm up to float rounding (summation order). One portable
-// implementation for every CPU (the compiler vectorises it at the baseline ISA): the op is a few passes over
-// rows that stay in L1, small beside the GEMMs around it.
+// source, compiled at the baseline ISA and for AVX2 and AVX-512 (run as best_isa() says, like the other kernels);
+// every instance computes the same bits.
 #pragma once
 
 namespace bebert {

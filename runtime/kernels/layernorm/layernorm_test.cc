@@ -1,10 +1,13 @@
 // AddLayerNorm against a double-precision reference of the formula in layernorm.h, for row lengths around the
-// 16-lane blocks, one and several threads (bit-identical), and an output that aliases the input.
+// 16-lane blocks; one and several threads, every ISA path this CPU has and an output that aliases the input give
+// the same bits.
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <random>
 #include <vector>
 
+#include "../bgemm/bgemm.h"
 #include "layernorm.h"
 
 using namespace bebert;
@@ -44,12 +47,21 @@ void run_case(std::mt19937& rng, int rows, int cols, float scale) {
     }
   }
   bool same = y1 == y2;
+  for (const char* isa : {"scalar", "avx2", "avx512", "neon"}) {  // every path this CPU has: the same bits
+    Isa want;
+    if (!parse_isa(isa, &want) || !isa_supported(want)) continue;
+    setenv("BEBERT_ISA", isa, 1);
+    a.y = y2.data(); a.threads = 1;
+    add_layer_norm(a);
+    same = same && y1 == y2;
+  }
+  unsetenv("BEBERT_ISA");
   std::vector<float> alias = x;  // y written over x
   a.x = alias.data(); a.y = alias.data(); a.threads = 1;
   add_layer_norm(a);
   same = same && alias == y1;
   if (worst > 1.0 || !same) {
-    std::printf("FAIL rows=%d cols=%d: max |error| / tolerance %.3g, threads/alias identical %d\n", rows, cols, worst, int(same));
+    std::printf("FAIL rows=%d cols=%d: max |error| / tolerance %.3g, threads/ISAs/alias identical %d\n", rows, cols, worst, int(same));
     ++failures;
   }
 }

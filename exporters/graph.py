@@ -184,9 +184,9 @@ def encoder_layer(low: Primitives, layer: LayerSpec, m: MemberSpec, h, mask_add,
 def member(low: Primitives, m: MemberSpec, ids, mask, types, prefix: str):
     """One BERT classifier: ids / mask / types int64 [B, L] -> logits float32 [B, K]. Weight names start with
     ``prefix``."""
-    e = low.add(low.embedding(ids, m.word, m.position, f"{prefix}word", f"{prefix}position"),
-                low.lookup(m.token_type, types, f"{prefix}token_type"))
-    h = low.layer_norm(e, m.ln_emb, m.eps, f"{prefix}ln_emb")
+    h = low.add_layer_norm(low.lookup(m.token_type, types, f"{prefix}token_type"),
+                           low.embedding(ids, m.word, m.position, f"{prefix}word", f"{prefix}position"), m.ln_emb, m.eps,
+                           f"{prefix}ln_emb")
     # additive mask (1 - mask) * MASK_VALUE, broadcast over heads and query rows: [B, 1, 1, L]
     mask_add = low.reshape(low.mul(low.sub(low.const(1.0), low.to_float(mask)), low.const(m.mask_value)), [0, 1, 1, -1])
     for i, layer in enumerate(m.layers):

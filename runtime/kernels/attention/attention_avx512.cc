@@ -1,11 +1,8 @@
 // AVX-512 instance of the quantized attention core (attention_core.h): 16-lane int32 / float vectors for the
 // score, softmax and context loops (quant_attention dispatches here only after isa_supported(kAvx512)).
 #if defined(__x86_64__)
-#if defined(__clang__)
-#define BEBERT_ATTN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
-#else  // GCC keeps 256-bit vectors for generic tuning unless told otherwise
-#define BEBERT_ATTN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,prefer-vector-width=512")))
-#endif
+#include "../core/targets.h"
+#define BEBERT_ATTN_TARGET BEBERT_TARGET_WIDE("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")
 #define BEBERT_ATTN_NS attn_avx512
 #define BEBERT_ATTN_VEC_FLOATS 16
 #define BEBERT_ATTN_VNNI 1

@@ -241,7 +241,7 @@ struct Call {
   Isa isa = Isa::kScalar;
   Part parts[2];
   // Tables of all M tokens built before the tasks (when several tasks share a token chunk), else nullptr.
-  const int8_t* shared_tables[2] = {nullptr, nullptr};
+  int8_t* shared_tables[2] = {nullptr, nullptr};
 };
 
 // Epilogue of rows [n0, n1) for tokens [0, mc): y = sum_s alpha_s * val_s + bias, halves in order (the same float
@@ -469,7 +469,7 @@ void run(Call& c) {
         for (int s = 0; s < c.S; ++s)
           if (c.shared_tables[s])
             tables_fn(c.parts[s], c.isa)(c.x + static_cast<size_t>(m) * c.K, c.K, c.parts[s].rq,
-                                         const_cast<int8_t*>(c.shared_tables[s]) + static_cast<size_t>(m) * tp.G16);
+                                         c.shared_tables[s] + static_cast<size_t>(m) * tp.G16);
       });
     }
   }

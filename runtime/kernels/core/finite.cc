@@ -1,6 +1,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "targets.h"
+
 namespace bebert {
 namespace ops {
 namespace {
@@ -22,11 +24,7 @@ bool scan_base(const float* p, int64_t n) { return scan(p, n); }
 // The same loop vectorised for AVX2 and AVX-512 (picked once by CPU): it runs over every op input on every call,
 // and at the baseline SSE2 width it was a quarter of an AddLayerNorm call.
 __attribute__((target("avx2"))) bool scan_avx2(const float* p, int64_t n) { return scan(p, n); }
-#if defined(__clang__)
-__attribute__((target("avx512f"))) bool scan_avx512(const float* p, int64_t n) { return scan(p, n); }
-#else  // GCC keeps 256-bit vectors for generic tuning unless told otherwise
-__attribute__((target("avx512f,prefer-vector-width=512"))) bool scan_avx512(const float* p, int64_t n) { return scan(p, n); }
-#endif
+BEBERT_TARGET_WIDE("avx512f") bool scan_avx512(const float* p, int64_t n) { return scan(p, n); }
 #endif
 
 }  // namespace

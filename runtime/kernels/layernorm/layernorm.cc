@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "../bgemm/bgemm.h"  // best_isa
+#include "../core/targets.h"
 #include "../core/thread_pool.h"
 
 namespace bebert {
@@ -102,16 +103,12 @@ void rows_base(const LayerNormArgs& a, int r0, int r1) {
   for (int r = r0; r < r1; ++r) row(a, r);
 }
 #if defined(__x86_64__)
-// The same rows vectorised for AVX2 and AVX-512 (the baseline SSE2 loop ran ~1 ns per element). The lanes and the order of every float operation are the same in each, so they compute the same bits.
+// The same rows vectorised for AVX2 and AVX-512 (the baseline SSE2 loop ran ~1 ns per element). The lanes and the
+// order of every float operation are the same in each, so they compute the same bits.
 __attribute__((target("avx2"))) void rows_avx2(const LayerNormArgs& a, int r0, int r1) {
   for (int r = r0; r < r1; ++r) row(a, r);
 }
-#if defined(__clang__)
-__attribute__((target("avx512f")))
-#else
-__attribute__((target("avx512f,prefer-vector-width=512")))
-#endif
-void rows_avx512(const LayerNormArgs& a, int r0, int r1) {
+BEBERT_TARGET_WIDE("avx512f") void rows_avx512(const LayerNormArgs& a, int r0, int r1) {
   for (int r = r0; r < r1; ++r) row(a, r);
 }
 #endif

@@ -108,6 +108,11 @@ class Primitives:
         ``fake_quant``)."""
         raise NotImplementedError
 
+    def linear_relu(self, x, spec: LinearSpec, name: str):
+        """relu(linear(x)): the FFN's first layer. Lowerings whose binary linear op fuses the ReLU into its output
+        (runtime/OPS.md, the ``relu`` attribute) override this; the rest spell it as ``linear`` then ``activation``."""
+        return self.activation(self.linear(x, spec, name), "relu")
+
     def embedding(self, ids, word: EmbeddingSpec, position: np.ndarray, name: str, position_name: str):
         """ids int64 [B, L] -> word rows of ``ids`` plus the first L rows of ``position`` float32 [max_len, H]:
         float32 [B, L, H]."""
@@ -177,7 +182,10 @@ def encoder_layer(low: Primitives, layer: LayerSpec, m: MemberSpec, h, mask_add,
             probs = fake_quant(low, low.softmax(scores), layer.probs_act)
         ctx = low.reshape(low.transpose(low.matmul(probs, v), [0, 2, 1, 3]), [0, 0, -1])
     h = low.add_layer_norm(low.linear(ctx, layer.attn_out, name + "attn_out"), h, layer.ln_attn, m.eps, name + "ln_attn")
-    inner = low.activation(low.linear(h, layer.ffn_in, name + "ffn_in"), m.hidden_act)
+    if m.hidden_act == "relu":
+        inner = low.linear_relu(h, layer.ffn_in, name + "ffn_in")
+    else:
+        inner = low.activation(low.linear(h, layer.ffn_in, name + "ffn_in"), m.hidden_act)
     return low.add_layer_norm(low.linear(inner, layer.ffn_out, name + "ffn_out"), h, layer.ln_ffn, m.eps, name + "ln_ffn")
 
 

@@ -154,6 +154,20 @@ class TfliteLowering(Primitives):
         return g.op("FULLY_CONNECTED", [x, w, bias], g.shape(x)[:-1] + (n,), np.float32,
                     ("FullyConnectedOptions", opts))
 
+    def binary_linear(self, x, spec, name, relu: bool):
+        """One `BebertBinaryFC` custom op over the packed bits (runtime/OPS.md), the ReLU fused when ``relu``."""
+        g = self.g
+        # the op's scalar arguments travel as one int32 constant input (K, act mode, bits, symmetric, relu)
+        params = np.array([spec.k, spec.act.code, spec.act.bits, int(spec.act.symmetric), int(relu)], np.int32)
+        ins = [x, g.init(f"{name}.packed", spec.packed), g.init(f"{name}.alpha", spec.alpha),
+               g.init(f"{name}.bias", spec.bias), g.init(f"{name}.steps", spec.act.steps), g.const(params, np.int32)]
+        return g.op(CUSTOM_LINEAR, ins, g.shape(x)[:-1] + (spec.n,), custom=CUSTOM_LINEAR)
+
+    def linear_relu(self, x, spec, name):
+        if self.ops == "custom" and spec.binary:
+            return self.binary_linear(x, spec, name, relu=True)
+        return super().linear_relu(x, spec, name)
+
     def linear(self, x, spec, name):
         g = self.g
         if not spec.binary:
@@ -163,11 +177,7 @@ class TfliteLowering(Primitives):
                 return self.fully_connected(x, int8_weight(g, f"{name}.weight", spec.weight), b, spec.n, True)
             return self.fully_connected(x, g.init(f"{name}.weight", spec.weight), b, spec.n, False)
         if self.ops == "custom":
-            # the op's scalar arguments travel as one int32 constant input (K, act mode, bits, symmetric)
-            params = np.array([spec.k, spec.act.code, spec.act.bits, int(spec.act.symmetric)], np.int32)
-            ins = [x, g.init(f"{name}.packed", spec.packed), g.init(f"{name}.alpha", spec.alpha),
-                   g.init(f"{name}.bias", spec.bias), g.init(f"{name}.steps", spec.act.steps), g.const(params, np.int32)]
-            return g.op(CUSTOM_LINEAR, ins, g.shape(x)[:-1] + (spec.n,), custom=CUSTOM_LINEAR)
+            return self.binary_linear(x, spec, name, relu=False)
         if spec.tied:  # one stock INT4 FULLY_CONNECTED of values {-2, 0, 2} (exact), not one per half
             w = binary_int4_weight(g, f"{name}.tied", spec.packed, spec.alpha[0], spec.k)
             return self.fully_connected(fake_quant(self, x, spec.act), w, g.init(f"{name}.bias", spec.bias), spec.n,

@@ -23,13 +23,13 @@ def _all_isas():
 ISAS = _all_isas()
 
 
-def linear(isa, *args):
+def linear(isa, *args, **kw):
     """_kernels.binary_linear(*args, isa) on `isa`, forcing paths the binding cannot name through $BEBERT_ISA."""
     if isa in _kernels.supported_isas():
-        return _kernels.binary_linear(*args, isa)
+        return _kernels.binary_linear(*args, isa=isa, **kw)
     os.environ["BEBERT_ISA"] = isa
     try:
-        return _kernels.binary_linear(*args, "auto")
+        return _kernels.binary_linear(*args, isa="auto", **kw)
     finally:
         del os.environ["BEBERT_ISA"]
 MODES = [("float", 32, True), ("sign", 1, True)] + [("int", b, s) for b in (2, 4, 8) for s in (True, False)]
@@ -101,6 +101,23 @@ def test_tws_pair_with_shared_quantizer(mode, bits, sym, m, n, k):
     np.testing.assert_allclose(outs[0], ref, rtol=2e-5, atol=2e-5 * np.sqrt(k) * np.abs(ref).max())
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("mode,bits,sym", [("float", 32, True), ("sign", 1, True), ("int", 4, True), ("int", 4, False),
+                                           ("int", 8, True)])
+@pytest.mark.parametrize("m,n,k,s", [(1, 70, 100, 1), (20, 130, 384, 2), (3, 300, 96, 1)])
+def test_fused_relu(isa, mode, bits, sym, m, n, k, s):
+    """relu=True (the FFN's ReLU fused into the op) gives max(y, 0) of the same call without it, bit for bit, on
+    every path, and the reference's max(y, 0)."""
+    rng = np.random.default_rng(7 * m + k)
+    x, w, alpha, bias, steps = _case(rng, m, n, k, s)
+    plain = linear(isa, x, w, alpha, bias, mode, bits, sym, steps, 2)
+    fused = linear(isa, x, w, alpha, bias, mode, bits, sym, steps, 2, relu=True)
+    assert (plain < 0).any() and (plain > 0).any(), "the case must exercise both sides of the ReLU"
+    np.testing.assert_array_equal(fused, np.maximum(plain, 0.0))
+    ref = np.maximum(binary_linear_ref(x, w, alpha, bias, mode, bits, sym, steps), 0.0)
+    np.testing.assert_allclose(fused, ref, rtol=2e-5, atol=2e-5 * np.sqrt(k) * np.abs(ref).max())
 
 
 def test_new_weights_at_a_reused_address_are_not_served_from_the_cache():

@@ -131,8 +131,14 @@ def test_onnx_graph_hygiene(tiny_ckpt, tmp_path):
     onnx.checker.check_model(m, full_check=True)
     assert {n.domain for n in m.graph.node} <= {"", None}
     p = export(tiny_ckpt, tmp_path / "c.onnx", "onnx", "binary", "custom")
-    names = {n.op_type for n in onnx.load(str(p)).graph.node if n.domain == "bebert"}
+    nodes = onnx.load(str(p)).graph.node
+    names = {n.op_type for n in nodes if n.domain == "bebert"}
     assert names == {"BinaryLinear", "BinaryEmbedding", "QuantAttention", "AddLayerNorm"}
+    # the members' FFN ReLU is fused into the first FFN linear (attribute relu=1), not a node of its own
+    fused = [n.input[1] for n in nodes if n.op_type == "BinaryLinear" and
+             any(a.name == "relu" and a.i == 1 for a in n.attribute)]
+    assert fused and all(w.endswith("ffn_in.packed") for w in fused)
+    assert not any(n.op_type == "Relu" for n in nodes)
 
 
 def test_cli_export_and_predict(tiny_ckpt, tmp_path):

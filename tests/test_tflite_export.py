@@ -3,6 +3,7 @@ fp32 / int8 baselines, against the PyTorch models and the ONNX exports. TFLite f
 and run row by row, so references are computed row by row too (the asymmetric LSQ quantizer of the attention
 probabilities takes its minimum over the whole tensor, i.e. over the batch)."""
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -73,6 +74,15 @@ def test_pack_int4_layout():
     assert pack_int4(np.array([1, -1, -8, 7, 3], np.int8)).tolist() == [0xF1, 0x78, 0x03]
 
 
+def _opcodes(path) -> set[int]:
+    """The builtin operator codes a .tflite file uses."""
+    from ai_edge_litert import schema_py_generated as tfl
+
+    m = tfl.Model.GetRootAs(Path(path).read_bytes(), 0)
+    return {max(m.OperatorCodes(i).BuiltinCode(), m.OperatorCodes(i).DeprecatedBuiltinCode())
+            for i in range(m.OperatorCodesLength())}
+
+
 def test_custom_ensemble_parity(tiny_ckpt, tmp_path):
     ck = load_checkpoint(tiny_ckpt)
     ids, mask, types = _inputs(ck.members[0].arch.vocab_size)
@@ -80,6 +90,11 @@ def test_custom_ensemble_parity(tiny_ckpt, tmp_path):
     p = export(tiny_ckpt, tmp_path / "ens.tflite", "tflite", "binary", "custom")
     info = read_tflite(p)
     assert info.custom_ops == ["BebertAddLayerNorm", "BebertBinaryEmbedding", "BebertBinaryFC", "BebertQuantAttention"]
+    from ai_edge_litert import schema_py_generated as tfl
+
+    # the members' FFN ReLU (a RELU op in the builtin lowering) is fused into each FFN's first BebertBinaryFC
+    assert tfl.BuiltinOperator.RELU in _opcodes(export(tiny_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin"))
+    assert tfl.BuiltinOperator.RELU not in _opcodes(p)
     s = Session(p, threads=2)
     assert s.isa in ("avx512", "avx2", "neon", "scalar")
     out = s.run(_feed(ids, mask, types))

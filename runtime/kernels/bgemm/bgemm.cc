@@ -239,6 +239,7 @@ struct Call {
   const float* bias = nullptr;
   float* y = nullptr;
   Isa isa = Isa::kScalar;
+  bool relu = false;
   Part parts[2];
   // Tables of all M tokens built before the tasks (when several tasks share a token chunk), else nullptr.
   int8_t* shared_tables[2] = {nullptr, nullptr};
@@ -279,6 +280,17 @@ void epilogue(const Call& c, const int32_t* const* ival, const float* const* fva
     }
     if (c.bias)
       for (int i = 0; i < w; ++i) yr[i] = yr[i] + c.bias[n0 + i];
+  }
+}
+
+// The fused ReLU of rows [n0, n1) for tokens [0, mc), while the tile is still in L1.
+#if defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void relu_tile(float* y, int N, int mc, int n0, int n1) {
+  for (int m = 0; m < mc; ++m) {
+    float* yr = y + static_cast<size_t>(m) * N;
+    for (int n = n0; n < n1; ++n) yr[n] = yr[n] > 0.0f ? yr[n] : 0.0f;
   }
 }
 
@@ -350,6 +362,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
     for (int s = 0; s < c.S; ++s)
       sp[s] = Avx512SignPart{reinterpret_cast<const uint64_t*>(c.parts[s].prep->wt.data()), c.parts[s].alpha};
     sign_gemm_avx512(sp, c.S, planes[0], mc, N, K, n0, n1, c.bias, y);
+    if (c.relu) relu_tile(y, N, mc, n0, n1);
     return;
   }
   if (c.parts[0].path == Path::kAvx512Lut) {
@@ -360,6 +373,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
                          p.q.mode == ActMode::kSign};
     }
     lut_gemm_avx512(ap, c.S, mc, N, RB, n0, n1, c.bias, y);
+    if (c.relu) relu_tile(y, N, mc, n0, n1);
     return;
   }
 #endif
@@ -406,6 +420,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       iv[s] = d;
     }
     epilogue(c, iv, fv, N, mc, b0, b1, y);
+    if (c.relu) relu_tile(y, N, mc, b0, b1);
   }
 }
 
@@ -511,7 +526,7 @@ std::string validate(const BinaryLinearArgs& a) {
 void binary_linear(const BinaryLinearArgs& a, Isa isa) {
   Call c;
   c.M = a.M; c.N = a.N; c.K = a.K; c.S = a.S; c.threads = a.threads;
-  c.x = a.x; c.bias = a.bias; c.y = a.y; c.isa = resolve(isa);
+  c.x = a.x; c.bias = a.bias; c.y = a.y; c.isa = resolve(isa); c.relu = a.relu;
   const size_t wstride = static_cast<size_t>(a.N) * row_bytes(a.K);
   for (int s = 0; s < a.S; ++s) {
     c.parts[s].w = a.w + s * wstride;
@@ -553,7 +568,7 @@ void binary_linear_pair(const BinaryPairArgs& a, Isa isa) {
     c.M = rows; c.N = a.N; c.K = a.K; c.S = 2; c.threads = a.threads;
     c.x = a.x + static_cast<size_t>(e) * rows * a.K;
     c.y = a.y + static_cast<size_t>(e) * rows * a.N;
-    c.bias = a.bias; c.isa = resolve(isa);
+    c.bias = a.bias; c.isa = resolve(isa); c.relu = a.relu;
     for (int s = 0; s < 2; ++s) {
       c.parts[s].w = a.w[s];
       c.parts[s].alpha = a.alpha[s];

@@ -6,6 +6,7 @@
 //           Xhat = step * q; asymmetric: m = min(X) over the whole [M, K] input of one call,
 //           q = clamp(nearbyint((x - m) / step), 0, 2^b - 1), Xhat = step * q + m;
 //   kSign:  Xhat = sign(X) with sign(0) = +1 (BiBERT's 1-bit activations).
+// With `relu`, Y = max(Y, 0) afterwards (the FFN's ReLU fused: applied to each output tile while it is in L1).
 // Integer modes compute sum_k q_k * sign(w_k) exactly with bit-serial popcounts, so every ISA path gives
 // bit-identical outputs; the float mode is exact up to float summation order.
 #pragma once
@@ -36,6 +37,7 @@ struct BinaryLinearArgs {
   const ActQuant* act = nullptr;   // [S]
   float* y = nullptr;              // [M, N]
   int threads = 1;
+  bool relu = false;               // y = max(y, 0) after the bias
 };
 
 // Returns an empty string on success, else a one-line description of the invalid argument.
@@ -64,6 +66,7 @@ struct BinaryPairArgs {
   float* y = nullptr;                         // [M, N]
   int threads = 1;
   int examples = 1;
+  bool relu = false;                          // y = max(y, 0) after the bias
 };
 std::string validate_pair(const BinaryPairArgs& a);
 void binary_linear_pair(const BinaryPairArgs& a, Isa isa = Isa::kAuto);

@@ -61,6 +61,7 @@ struct ActAttrs {
   int64_t mode = 0;       // 0 float, 1 int (LSQ), 2 sign
   int64_t bits = 32;      // 32 for float, 2..8 for int, 1 for sign
   int64_t symmetric = 1;  // 0 or 1 (only int mode reads it)
+  int64_t relu = 0;       // 1: y = max(y, 0), the following ReLU fused into the op (absent in older files: 0)
 };
 
 inline std::string check_act_attrs(const ActAttrs& a) {
@@ -70,6 +71,7 @@ inline std::string check_act_attrs(const ActAttrs& a) {
   if (a.mode == 1 && (a.bits < 2 || a.bits > 8))
     return "integer activations need 2..8 bits, got act_bits " + std::to_string(a.bits);
   if (a.mode == 2 && a.bits != 1) return "act_bits must be 1 for sign activations, got " + std::to_string(a.bits);
+  if (a.relu != 0 && a.relu != 1) return "relu must be 0 or 1, got " + std::to_string(a.relu);
   return "";
 }
 
@@ -77,6 +79,7 @@ inline std::string check_act_attrs(const ActAttrs& a) {
 // S packed halves.
 struct LinearPlan {
   int M = 0, N = 0, K = 0, S = 0, examples = 1;
+  bool relu = false;
   std::vector<ActQuant> act;     // [S]
   std::vector<int64_t> out_dims; // x's dims with the last replaced by N
 };
@@ -118,6 +121,7 @@ inline std::string check_linear(const Tensor& x, const Tensor& w, const Tensor& 
   plan->K = static_cast<int>(K);
   plan->S = static_cast<int>(S);
   plan->examples = x.dims.size() >= 2 && x.dims[0] > 0 ? static_cast<int>(x.dims[0]) : 1;
+  plan->relu = attrs.relu == 1;
   plan->act.assign(S, ActQuant{});
   for (int64_t s = 0; s < S; ++s) {
     plan->act[s] = ActQuant{static_cast<ActMode>(attrs.mode), static_cast<int>(attrs.bits), attrs.symmetric != 0, st[s]};
@@ -141,6 +145,7 @@ inline std::string run_linear(const LinearPlan& p, const Tensor& x, const Tensor
   a.act = p.act.data();
   a.y = y;
   a.threads = threads < 1 ? 1 : threads;
+  a.relu = p.relu;
   const std::string e = validate(a);  // the kernels' own guard; check_linear is stricter, so this never fires
   if (!e.empty()) return e;
   if (per_example)

@@ -120,6 +120,7 @@ void fuzz_linear(Input& in) {
   attrs.mode = preset == 0 ? 0 : preset == 1 ? 1 : preset == 2 ? 2 : in.range(-2, 4);
   attrs.bits = preset == 0 ? 32 : preset == 1 ? in.range(2, 8) : preset == 2 ? 1 : in.range(-2, 40);
   attrs.symmetric = preset <= 2 ? in.range(0, 1) : in.range(-1, 3);
+  attrs.relu = preset <= 2 ? in.range(0, 1) : in.range(-1, 2);
   const bool with_bias = in.byte() % 8 != 0;
   if (!with_bias) bias.t.data = nullptr;  // the Python binding's optional bias
   bebert::ops::LinearPlan plan;
@@ -133,6 +134,9 @@ void fuzz_linear(Input& in) {
   if (!run_err.empty()) std::abort();  // check_linear promised a valid call
   const bool moderate = max_abs(x) <= 1e3f && max_abs(alpha) <= 1e3f && max_abs(bias) <= 1e3f && max_abs(steps) <= 1e3f;
   if (moderate && !finite(y)) std::abort();
+  if (plan.relu)
+    for (float v : y)
+      if (v < 0.0f) std::abort();  // the fused ReLU left a negative output
 }
 
 void fuzz_embedding(Input& in) {

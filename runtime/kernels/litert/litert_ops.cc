@@ -93,7 +93,8 @@ struct Locked {
 };
 
 // BebertBinaryFC inputs: x float [..., K], w uint8 [S, N, row_bytes(K)], alpha float [S, N], bias float [N],
-// steps float [S], params int32 [4] = (K, act_mode, act_bits, act_symmetric); output y float [..., N].
+// steps float [S], params int32 [5] = (K, act_mode, act_bits, act_symmetric, relu) (or [4] without relu, as files
+// written before the fused ReLU); output y float [..., N].
 int run_linear(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* out) noexcept {
   const Api* api = s->api;
   const char* op = "BebertBinaryFC: ";
@@ -103,13 +104,14 @@ int run_linear(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* 
   if (!(x.ok && w.ok && a.ok && b.ok && st.ok && p.ok && y.ok))
     return s->fail(std::string(op) + "cannot read an input or write the output buffer"), kErrorRuntimeFailure;
   const Tensor params = p.view();
-  if (params.type != DType::kI32 || params.dims != std::vector<int64_t>{4})
-    return s->fail(std::string(op) + "params must be int32 [4] = (K, act_mode, act_bits, act_symmetric), got " +
+  if (params.type != DType::kI32 || params.dims.size() != 1 || (params.dims[0] != 4 && params.dims[0] != 5))
+    return s->fail(std::string(op) + "params must be int32 [5] = (K, act_mode, act_bits, act_symmetric, relu), got " +
                    bebert::ops::dims_str(params.dims)), kErrorRuntimeFailure;
   const int32_t* prm = static_cast<const int32_t*>(params.data);
+  const bebert::ops::ActAttrs attrs{prm[1], prm[2], prm[3], params.dims[0] == 5 ? prm[4] : 0};
   const Tensor tx = x.view(), tw = w.view(), ta = a.view(), tb = b.view(), ts = st.view(), ty = y.view();
   bebert::ops::LinearPlan plan;
-  std::string err = bebert::ops::check_linear(tx, tw, ta, tb, ts, {prm[1], prm[2], prm[3]}, &plan);
+  std::string err = bebert::ops::check_linear(tx, tw, ta, tb, ts, attrs, &plan);
   if (err.empty() && prm[0] != plan.K)
     err = "shape mismatch: params say K=" + std::to_string(prm[0]) + " but x has K=" + std::to_string(plan.K);
   if (err.empty() && (ty.type != DType::kF32 || ty.dims != plan.out_dims))

@@ -171,6 +171,7 @@ OrtStatus* linear_create(OpFn, const OrtApi*, const OrtKernelInfo* info, void** 
   g_api.attr_int(info, "act_mode", &a.mode);
   g_api.attr_int(info, "act_bits", &a.bits);
   g_api.attr_int(info, "act_symmetric", &a.symmetric);
+  g_api.attr_int(info, "relu", &a.relu);
   // An attribute outside its domain is reported by the compute call rather than here: ONNX Runtime names the
   // node in a failed run's message but not in a failed kernel creation's, and the Python Session's warm-up run
   // at load makes both happen when the file is opened.

@@ -44,7 +44,7 @@ ops::Tensor view(const A& a, ops::DType type) {
 }
 
 py::array_t<float> binary_linear_py(F32 x, U8 w, F32 alpha, py::object bias, const std::string& act_mode, int act_bits,
-                                    bool act_symmetric, F32 act_steps, int threads, const std::string& isa) {
+                                    bool act_symmetric, F32 act_steps, int threads, const std::string& isa, bool relu) {
   if (x.ndim() != 2) throw std::invalid_argument("x must be float32 [M, K]");
   F32 b;
   ops::Tensor tb;  // no data: no bias
@@ -52,7 +52,7 @@ py::array_t<float> binary_linear_py(F32 x, U8 w, F32 alpha, py::object bias, con
     b = bias.cast<F32>();
     tb = view(b, ops::DType::kF32);
   }
-  const ops::ActAttrs attrs{static_cast<int64_t>(parse_mode(act_mode)), act_bits, act_symmetric ? 1 : 0};
+  const ops::ActAttrs attrs{static_cast<int64_t>(parse_mode(act_mode)), act_bits, act_symmetric ? 1 : 0, relu ? 1 : 0};
   const ops::Tensor tx = view(x, ops::DType::kF32), tw = view(w, ops::DType::kU8), ta = view(alpha, ops::DType::kF32),
                     ts = view(act_steps, ops::DType::kF32);
   ops::LinearPlan plan;
@@ -66,6 +66,7 @@ py::array_t<float> binary_linear_py(F32 x, U8 w, F32 alpha, py::object bias, con
   BinaryLinearArgs a;
   a.M = plan.M; a.N = plan.N; a.K = plan.K; a.S = plan.S; a.x = x.data(); a.w = w.data(); a.alpha = alpha.data();
   a.bias = static_cast<const float*>(tb.data); a.act = plan.act.data(); a.y = y.mutable_data(); a.threads = threads;
+  a.relu = plan.relu;
   if (plan.M == 0) return y;
   err = validate(a);
   if (!err.empty()) throw std::invalid_argument(err);
@@ -118,8 +119,9 @@ PYBIND11_MODULE(_kernels, m) {
   m.doc() = "Packed-bit binary linear kernels (see runtime/LAYOUT.md)";
   m.def("binary_linear", &binary_linear_py, py::arg("x"), py::arg("w"), py::arg("alpha"), py::arg("bias"),
         py::arg("act_mode") = "float", py::arg("act_bits") = 32, py::arg("act_symmetric") = true,
-        py::arg("act_steps"), py::arg("threads") = 1, py::arg("isa") = "auto",
-        "y[M, N] = sum_s act_s(x[M, K]) @ (alpha[s, :, None] * sign(w[s]))^T + bias; see bgemm.h");
+        py::arg("act_steps"), py::arg("threads") = 1, py::arg("isa") = "auto", py::arg("relu") = false,
+        "y[M, N] = sum_s act_s(x[M, K]) @ (alpha[s, :, None] * sign(w[s]))^T + bias (then max(y, 0) with relu); "
+        "see bgemm.h");
   m.def("quant_attention", &quant_attention_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask_add"),
         py::arg("steps"), py::arg("heads"), py::arg("bits") = 4, py::arg("threads") = 1, py::arg("isa") = "auto",
         "The QuantAttention op (attention.h): q, k, v float32 [B, L, H], mask_add [B, 1, 1, L], steps [4]");

@@ -299,6 +299,7 @@ struct Scratch {
   std::vector<int8_t> shared_tables[2];  // the caller's: every task of one call reads them
   std::vector<uint64_t> planes[2];
   std::vector<int32_t> usum[2];
+  std::vector<int32_t> tconst[2];  // AVX2 table-lookup constants of this task's tokens
   std::vector<int32_t> ival[2];
   std::vector<float> fval[2];
 };
@@ -378,7 +379,19 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
   }
 #endif
   // 3. other ISAs: integer or float dots per sub-block of rows (tiles of stride N, converted in place to the
-  //    integer dot sum q * s), then the shared epilogue
+  //    integer dot sum q * s), then the shared epilogue. AVX2's offset tables need one constant per token.
+  const int32_t* tconst[2] = {nullptr, nullptr};
+  for (int s = 0; s < c.S; ++s) {
+    const Part& p = c.parts[s];
+    if (p.path != Path::kLut || c.isa == Isa::kNeon) continue;
+    if (p.shares_tables_with >= 0) {
+      tconst[s] = tconst[p.shares_tables_with];
+      continue;
+    }
+    int32_t* tc = scratch(sc.tconst[s], mc);
+    lut_token_consts_avx2(tabs[s], mc, G, tc);
+    tconst[s] = tc;
+  }
   for (int b0 = n0; b0 < n1; b0 += kSubN) {
     const int b1 = std::min(n1, b0 + kSubN), w = b1 - b0;
     const int32_t* iv[2] = {nullptr, nullptr};
@@ -395,7 +408,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       const int32_t* rs = p.prep->rowsum.data() + b0;
       if (p.path == Path::kLut) {
         LutPrep lp;
-        lp.M = mc; lp.N = N; lp.RB = RB; lp.tables = tabs[s]; lp.wt = p.prep->wt.data();
+        lp.M = mc; lp.N = N; lp.RB = RB; lp.tables = tabs[s]; lp.wt = p.prep->wt.data(); lp.tconst = tconst[s];
         (c.isa == Isa::kNeon ? lut_dots_neon : lut_dots_avx2)(lp, d, b0, b1);
         if (p.c != 0)
           for (int m = 0; m < mc; ++m) {

@@ -109,8 +109,13 @@ struct LutPrep {
   int M = 0, N = 0, RB = 0;          // RB = row_bytes(K); groups of 4 weights = 2 * RB
   const int8_t* tables = nullptr;    // [M][2 * RB][16]
   const uint8_t* wt = nullptr;       // [ceil(N / 32)][RB][32]: byte p of 32 consecutive rows
+  const int32_t* tconst = nullptr;   // AVX2 only: [M] per-token constants of its offset tables
 };
+// AVX2 (bgemm_avx2.cc) builds OFFSET SUBSET-SUM tables, U[i] = 32 + sum_{r: bit r of i} v_r (T = P + 64 - 2U),
+// so that four lookups add in unsigned bytes; lut_token_consts_avx2 gives each token's constant
+// C = sum_g (U_g[15] + 32) that lut_dots_avx2 turns them into the same dots with (dot = C - 2 sum U).
 void lut_row_tables_avx2(const float* x, int K, const RowQuant& q, int8_t* tables);
+void lut_token_consts_avx2(const int8_t* tables, int M, int G, int32_t* out);
 void lut_dots_avx2(const LutPrep& prep, int32_t* dots, int n0, int n1);
 void lut_row_tables_neon(const float* x, int K, const RowQuant& q, int8_t* tables);
 void lut_dots_neon(const LutPrep& prep, int32_t* dots, int n0, int n1);

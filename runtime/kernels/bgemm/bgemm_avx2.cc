@@ -22,6 +22,9 @@ namespace bebert {
 namespace {
 
 #define BEBERT_AVX2 __attribute__((target("avx2,fma,popcnt")))
+#ifndef BEBERT_AVX2_LUT_TOKENS
+#define BEBERT_AVX2_LUT_TOKENS 3
+#endif
 
 BEBERT_AVX2 inline __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low) {
   const __m256i lo = _mm256_and_si256(v, low);
@@ -183,38 +186,50 @@ BEBERT_AVX2 void lut_codes_avx2(const float* x, int K, const RowQuant& q, int8_t
   lut_codes_scalar(x + K32, K - K32, q, v + K32);
 }
 
-// lut_tables_scalar, two groups per 256-bit register: T = sum_r sign(broadcast(v_r), s_r), s_r = the +-1
-// pattern of bit r over the 16 table indices.
+// The AVX2 tables are offset subset sums, not the signed tables of lut_tables_scalar:
+//   U[i] = 32 + sum_{r: bit r of i} v_r,  so  T[i] = sum_r v_r (bit r ? -1 : +1) = P + 64 - 2 U[i]  (P = sum_r v_r).
+// U lies in 0..60 for codes in -8..7 (and in a subrange for 2..3-bit and sign codes), so FOUR lookups add exactly
+// in unsigned bytes (<= 240) before any widening, where signed tables (|T| <= 32) allow only three; and unsigned
+// bytes widen by a plain add of the 16-bit words plus a shifted add of their high bytes (3 instructions instead
+// of the 5 that sign extension takes). The dot of a token is C - 2 sum U, C = sum_g (P_g + 64) = sum_g (U_g[15] + 32)
+// over the token's 2 * RB groups (lut_token_consts_avx2). Two groups per 256-bit register here.
 BEBERT_AVX2 void lut_tables_avx2(const int8_t* v, int G, int8_t* tables) {
-  // Constants built once (this runs once per token): idx[r] broadcasts code r of each of the two groups, sgn[r]
-  // is the +-1 pattern of bit r over the 16 table indices (both in the two 128-bit lanes).
+  // Constants built once (this runs once per token): idx[r] broadcasts code r of each of the two groups, sel[r]
+  // is 0xff where bit r of the table index is set.
   struct Consts {
     alignas(32) int8_t idx[4][32];
-    alignas(32) int8_t sgn[4][32];
+    alignas(32) int8_t sel[4][32];
     Consts() {
       for (int r = 0; r < 4; ++r)
         for (int i = 0; i < 32; ++i) {
           idx[r][i] = static_cast<int8_t>((i < 16 ? 0 : 4) + r);
-          sgn[r][i] = ((i & 15) >> r) & 1 ? -1 : 1;
+          sel[r][i] = ((i & 15) >> r) & 1 ? -1 : 0;
         }
     }
   };
   static const Consts consts;
-  __m256i idx[4], sgn[4];
+  __m256i idx[4], sel[4];
   for (int r = 0; r < 4; ++r) {
     idx[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(consts.idx[r]));
-    sgn[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(consts.sgn[r]));
+    sel[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(consts.sel[r]));
   }
+  const __m256i base = _mm256_set1_epi8(32);
   int g = 0;
   for (; g + 2 <= G; g += 2) {
     int64_t pair;
     std::memcpy(&pair, v + 4 * g, 8);
     const __m256i src = _mm256_set1_epi64x(pair);
-    __m256i t = _mm256_sign_epi8(_mm256_shuffle_epi8(src, idx[0]), sgn[0]);
-    for (int r = 1; r < 4; ++r) t = _mm256_add_epi8(t, _mm256_sign_epi8(_mm256_shuffle_epi8(src, idx[r]), sgn[r]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tables + 16 * g), t);
+    __m256i t[4];
+    for (int r = 0; r < 4; ++r) t[r] = _mm256_and_si256(_mm256_shuffle_epi8(src, idx[r]), sel[r]);
+    const __m256i u = _mm256_add_epi8(_mm256_add_epi8(base, _mm256_add_epi8(t[0], t[1])), _mm256_add_epi8(t[2], t[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tables + 16 * g), u);
   }
-  lut_tables_scalar(v + 4 * g, G - g, tables + 16 * g);
+  for (; g < G; ++g)  // G = 2 * RB is even: never taken, kept so any G is right
+    for (int i = 0; i < 16; ++i) {
+      int u = 32;
+      for (int r = 0; r < 4; ++r) u += ((i >> r) & 1) ? v[4 * g + r] : 0;
+      tables[16 * g + i] = static_cast<int8_t>(u);
+    }
 }
 
 }  // namespace
@@ -223,8 +238,27 @@ BEBERT_AVX2 void lut_row_tables_avx2(const float* x, int K, const RowQuant& q, i
   lut_row_tables_impl(x, K, q, tables, lut_codes_avx2, lut_tables_avx2);
 }
 
+void lut_token_consts_avx2(const int8_t* tables, int M, int G, int32_t* out) {
+  for (int m = 0; m < M; ++m) {
+    const int8_t* t = tables + static_cast<size_t>(m) * G * 16;
+    int32_t c = 32 * G;
+    for (int g = 0; g < G; ++g) c += t[16 * g + 15];
+    out[m] = c;
+  }
+}
+
 namespace {
 
+// Steps of 2 weight bytes (4 lookups, <= 240 per byte) between flushes of the 16-bit accumulators: the low-byte
+// sums are recovered modulo 2^16, exact while they stay below 2^16 (256 * 240 = 61440).
+constexpr int kStepsPerFlush = 256;
+
+// One 16-entry table in both 128-bit lanes.
+BEBERT_AVX2 inline __m256i tab(const int8_t* e) {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(e)));
+}
+
+// dots of the 32 rows of block nb against MT tokens m0.. (tables tb, constants cst): dots[m][n] = cst - 2 sum U.
 template <int MT>
 BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
   const int RB = prep.RB, G = 2 * RB, N = prep.N;
@@ -232,42 +266,75 @@ BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
   const uint8_t* wb = prep.wt + static_cast<size_t>(nb) * RB * 32;
   const int8_t* tb[MT];
   for (int t = 0; t < MT; ++t) tb[t] = prep.tables + static_cast<size_t>(m0 + t) * G * 16;
-  int32_t total[MT][32] = {};
-  for (int p0 = 0; p0 < RB; p0 += kLutPairsPerFlush) {
-    const int p1 = std::min(RB, p0 + kLutPairsPerFlush);
-    __m256i acc[MT][2];
-    for (int t = 0; t < MT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
-    for (int p = p0; p < p1; ++p) {
-      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + static_cast<size_t>(p) * 32));
-      const __m256i lo = _mm256_and_si256(wv, low);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
+  // total[t][j]: int32 sums of rows 8j..8j+7 of the block
+  __m256i total[MT][4];
+  for (int t = 0; t < MT; ++t)
+    for (int j = 0; j < 4; ++j) total[t][j] = _mm256_setzero_si256();
+  for (int p0 = 0; p0 < RB; p0 += 2 * kStepsPerFlush) {
+    const int p1 = std::min(RB, p0 + 2 * kStepsPerFlush);
+    // words: the 16-bit words of the byte sums (even row + 256 * odd row, modulo 2^16); odd: the odd rows' sums
+    __m256i words[MT], odd[MT];
+    for (int t = 0; t < MT; ++t) words[t] = odd[t] = _mm256_setzero_si256();
+    int p = p0;
+    for (; p + 2 <= p1; p += 2) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + static_cast<size_t>(p) * 32));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + static_cast<size_t>(p) * 32 + 32));
+      const __m256i l0 = _mm256_and_si256(w0, low), h0 = _mm256_and_si256(_mm256_srli_epi16(w0, 4), low);
+      const __m256i l1 = _mm256_and_si256(w1, low), h1 = _mm256_and_si256(_mm256_srli_epi16(w1, 4), low);
       for (int t = 0; t < MT; ++t) {
-        const __m256i t0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb[t] + 32 * p)));
-        const __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb[t] + 32 * p + 16)));
-        const __m256i sum = _mm256_add_epi8(_mm256_shuffle_epi8(t0, lo), _mm256_shuffle_epi8(t1, hi));
-        acc[t][0] = _mm256_add_epi16(acc[t][0], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(sum)));
-        acc[t][1] = _mm256_add_epi16(acc[t][1], _mm256_cvtepi8_epi16(_mm256_extracti128_si256(sum, 1)));
+        const int8_t* e = tb[t] + 32 * p;  // tables of groups 2p .. 2p + 3
+        const __m256i a = _mm256_add_epi8(_mm256_shuffle_epi8(tab(e), l0), _mm256_shuffle_epi8(tab(e + 16), h0));
+        const __m256i b = _mm256_add_epi8(_mm256_shuffle_epi8(tab(e + 32), l1), _mm256_shuffle_epi8(tab(e + 48), h1));
+        const __m256i sum = _mm256_add_epi8(a, b);
+        words[t] = _mm256_add_epi16(words[t], sum);
+        odd[t] = _mm256_add_epi16(odd[t], _mm256_srli_epi16(sum, 8));
+      }
+    }
+    if (p < p1) {  // an odd RB (K not a multiple of 64 never gives one: rows are whole words; kept for safety)
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + static_cast<size_t>(p) * 32));
+      const __m256i l0 = _mm256_and_si256(w0, low), h0 = _mm256_and_si256(_mm256_srli_epi16(w0, 4), low);
+      for (int t = 0; t < MT; ++t) {
+        const int8_t* e = tb[t] + 32 * p;
+        const __m256i sum = _mm256_add_epi8(_mm256_shuffle_epi8(tab(e), l0), _mm256_shuffle_epi8(tab(e + 16), h0));
+        words[t] = _mm256_add_epi16(words[t], sum);
+        odd[t] = _mm256_add_epi16(odd[t], _mm256_srli_epi16(sum, 8));
       }
     }
     for (int t = 0; t < MT; ++t) {
-      alignas(32) int16_t lanes[32];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[t][0]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 16), acc[t][1]);
-      for (int r = 0; r < 32; ++r) total[t][r] += lanes[r];
+      const __m256i even = _mm256_sub_epi16(words[t], _mm256_slli_epi16(odd[t], 8));
+      // per 128-bit lane, word j of even / odd is row 2j / 2j + 1 of that lane's 16 rows
+      const __m256i lo = _mm256_unpacklo_epi16(even, odd[t]);  // rows 0..7 | 16..23
+      const __m256i hi = _mm256_unpackhi_epi16(even, odd[t]);  // rows 8..15 | 24..31
+      total[t][0] = _mm256_add_epi32(total[t][0], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(lo)));
+      total[t][1] = _mm256_add_epi32(total[t][1], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(hi)));
+      total[t][2] = _mm256_add_epi32(total[t][2], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(lo, 1)));
+      total[t][3] = _mm256_add_epi32(total[t][3], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(hi, 1)));
     }
   }
   const int rows = std::min(32, N - nb * 32);
-  for (int t = 0; t < MT; ++t)
-    for (int r = 0; r < rows; ++r) dots[static_cast<size_t>(m0 + t) * N + nb * 32 + r] = total[t][r];
+  for (int t = 0; t < MT; ++t) {
+    const __m256i c = _mm256_set1_epi32(prep.tconst[m0 + t]);
+    int32_t* out = dots + static_cast<size_t>(m0 + t) * N + nb * 32;
+    if (rows == 32) {
+      for (int j = 0; j < 4; ++j)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), _mm256_sub_epi32(c, _mm256_slli_epi32(total[t][j], 1)));
+    } else {
+      alignas(32) int32_t lanes[32];
+      for (int j = 0; j < 4; ++j)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 8 * j), _mm256_sub_epi32(c, _mm256_slli_epi32(total[t][j], 1)));
+      for (int r = 0; r < rows; ++r) out[r] = lanes[r];
+    }
+  }
 }
 
 }  // namespace
 
 BEBERT_AVX2 void lut_dots_avx2(const LutPrep& prep, int32_t* dots, int n0, int n1) {
   // n0 is a multiple of 32 (the driver's blocks are 64 rows); rows past n1 in the last block are not written.
+  constexpr int kTokens = BEBERT_AVX2_LUT_TOKENS;
   for (int nb = n0 / 32; nb * 32 < n1; ++nb) {
     int m = 0;
-    for (; m + 2 <= prep.M; m += 2) lut_block<2>(prep, nb, m, dots);
+    for (; m + kTokens <= prep.M; m += kTokens) lut_block<kTokens>(prep, nb, m, dots);
     for (; m < prep.M; ++m) lut_block<1>(prep, nb, m, dots);
   }
 }
@@ -312,6 +379,7 @@ int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* pl
 }
 void lut_row_tables_avx2(const float*, int, const RowQuant&, int8_t*) {}
 void lut_dots_avx2(const LutPrep&, int32_t*, int, int) {}
+void lut_token_consts_avx2(const int8_t*, int, int, int32_t*) {}
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   float_dots_scalar(x, M, K, w, N, y, n0, n1);
 }

@@ -27,12 +27,14 @@ namespace BEBERT_ATTN_NS {
 constexpr int kLanes = 16;
 
 // exp(x) for x <= 0 (softmax after subtracting the row maximum); 0 below -87.3. Cody-Waite reduction by ln 2 in
-// two parts and Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2]: within 2 ulp of expf.
+// two parts and Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2]: within 2 ulp of expf. n = round(x / ln 2)
+// by the 1.5 * 2^23 trick (round half to even in the default rounding mode, exact for |n| <= 2^22, as nearbyint
+// here), so that exp_vec below runs the very same float operations on a vector of the instance's width.
 BEBERT_ATTN_TARGET inline float exp_approx(float x) {
   // Clamped into [-87.3, 0] first (NaN to -87.3), so the conversion to int below is always defined.
   float xc = x > -87.3f ? x : -87.3f;
   xc = xc < 0.0f ? xc : 0.0f;
-  const float n = std::nearbyint(xc * 1.44269504088896341f);
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -71,6 +73,48 @@ BEBERT_ATTN_TARGET inline float lane_sum(const float* x, int n) {
 #endif
 constexpr int kVecFloats = BEBERT_ATTN_VEC_FLOATS, kVecs = kLanes / kVecFloats;
 typedef float VecF __attribute__((vector_size(4 * BEBERT_ATTN_VEC_FLOATS)));
+typedef int32_t VecI __attribute__((vector_size(4 * BEBERT_ATTN_VEC_FLOATS)));
+
+BEBERT_ATTN_TARGET inline VecF splat(float v) {
+  VecF r;
+  for (int t = 0; t < kVecFloats; ++t) r[t] = v;
+  return r;
+}
+
+// exp_approx on every lane, the same float operations in the same order (GCC 12 would not if-convert the scalar
+// function's selects into an AVX2 loop: the softmax's exp ran scalar, 70% of the AVX2 attention core).
+BEBERT_ATTN_TARGET inline VecF exp_vec(VecF x) {
+  const VecF lo = splat(-87.3f), zero = splat(0.0f), magic = splat(12582912.0f);
+  VecF xc = x > lo ? x : lo;
+  xc = xc < zero ? xc : zero;
+  const VecF n = (xc * splat(1.44269504088896341f) + magic) - magic;
+  VecF r = xc - n * splat(0.693359375f);
+  r = r - n * splat(-2.12194440e-4f);
+  VecF p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = (p * r) * r + r + splat(1.0f);
+  const VecI bits = (__builtin_convertvector(n, VecI) + 127) << 23;
+  VecF scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const VecF y = x < lo ? zero : p * scale;
+  return x != x ? x : y;
+}
+
+// p[j] = exp_approx(p[j] - m) for j < n, kVecFloats at a time.
+BEBERT_ATTN_TARGET inline void exp_shifted(float* p, int n, float m) {
+  int j = 0;
+  for (; j + kVecFloats <= n; j += kVecFloats) {
+    VecF v;
+    std::memcpy(&v, p + j, sizeof v);
+    v = exp_vec(v - splat(m));
+    std::memcpy(p + j, &v, sizeof v);
+  }
+  for (; j < n; ++j) p[j] = exp_approx(p[j] - m);
+}
 
 template <bool kMax>
 BEBERT_ATTN_TARGET inline float lane_extreme(const float* x, int n) {
@@ -361,7 +405,7 @@ BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head&
     float* p = s.probs.data() + static_cast<size_t>(i) * L;
     for (int j = 0; j < L; ++j) p[j] = static_cast<float>(acc[j]) * score_scale + mask[j];
     const float m = lane_max(p, L);
-    for (int j = 0; j < L; ++j) p[j] = exp_approx(p[j] - m);
+    exp_shifted(p, L, m);
     const float total = lane_sum(p, L);
     const float inv_total = 1.0f / total;
     for (int j = 0; j < L; ++j) p[j] = p[j] * inv_total;

@@ -141,7 +141,7 @@ std::shared_ptr<const Prepared> prepared(const uint8_t* w, int N, int K, Layout 
 }
 
 // ---- the work of one call -----------------------------------------------------------------------------------
-enum class Path { kFloat, kLut, kAvx512Lut, kAvx512Sign, kCounts };
+enum class Path { kFloat, kLut, kAvx2Lut, kAvx512Lut, kAvx512Sign, kCounts };  // kLut: NEON
 
 struct Part {
   const uint8_t* w = nullptr;
@@ -232,6 +232,8 @@ T* scratch(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
   return v.data();
 }
+
+bool is_lut(Path p) { return p == Path::kLut || p == Path::kAvx2Lut || p == Path::kAvx512Lut; }
 
 struct Call {
   int M = 0, N = 0, K = 0, S = 0, threads = 1;
@@ -335,7 +337,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       usum[s] = usum[p.shares_tables_with];
       continue;
     }
-    if (p.path == Path::kLut || p.path == Path::kAvx512Lut) {
+    if (is_lut(p.path)) {
       if (c.shared_tables[s]) {
         tabs[s] = c.shared_tables[s] + static_cast<size_t>(m0) * G * 16;
         continue;
@@ -377,21 +379,28 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
     if (c.relu) relu_tile(y, N, mc, n0, n1);
     return;
   }
+  if (c.parts[0].path == Path::kAvx2Lut) {
+    Avx2Part ap[2];
+    for (int s = 0; s < c.S; ++s) {
+      const Part& p = c.parts[s];
+      const int32_t* tc;
+      if (p.shares_tables_with >= 0) {
+        tc = ap[p.shares_tables_with].tconst;
+      } else {
+        int32_t* t = scratch(sc.tconst[s], mc);
+        lut_token_consts_avx2(tabs[s], mc, G, t);
+        tc = t;
+      }
+      ap[s] = Avx2Part{tabs[s], tc, p.prep->wt.data(), p.prep->rowsum.data(), p.alpha, p.q.step, p.rq.offset, p.c,
+                       p.q.mode == ActMode::kSign};
+    }
+    lut_gemm_avx2(ap, c.S, mc, N, RB, n0, n1, c.bias, y);
+    if (c.relu) relu_tile(y, N, mc, n0, n1);
+    return;
+  }
 #endif
   // 3. other ISAs: integer or float dots per sub-block of rows (tiles of stride N, converted in place to the
-  //    integer dot sum q * s), then the shared epilogue. AVX2's offset tables need one constant per token.
-  const int32_t* tconst[2] = {nullptr, nullptr};
-  for (int s = 0; s < c.S; ++s) {
-    const Part& p = c.parts[s];
-    if (p.path != Path::kLut || c.isa == Isa::kNeon) continue;
-    if (p.shares_tables_with >= 0) {
-      tconst[s] = tconst[p.shares_tables_with];
-      continue;
-    }
-    int32_t* tc = scratch(sc.tconst[s], mc);
-    lut_token_consts_avx2(tabs[s], mc, G, tc);
-    tconst[s] = tc;
-  }
+  //    integer dot sum q * s), then the shared epilogue
   for (int b0 = n0; b0 < n1; b0 += kSubN) {
     const int b1 = std::min(n1, b0 + kSubN), w = b1 - b0;
     const int32_t* iv[2] = {nullptr, nullptr};
@@ -408,8 +417,8 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       const int32_t* rs = p.prep->rowsum.data() + b0;
       if (p.path == Path::kLut) {
         LutPrep lp;
-        lp.M = mc; lp.N = N; lp.RB = RB; lp.tables = tabs[s]; lp.wt = p.prep->wt.data(); lp.tconst = tconst[s];
-        (c.isa == Isa::kNeon ? lut_dots_neon : lut_dots_avx2)(lp, d, b0, b1);
+        lp.M = mc; lp.N = N; lp.RB = RB; lp.tables = tabs[s]; lp.wt = p.prep->wt.data();
+        lut_dots_neon(lp, d, b0, b1);
         if (p.c != 0)
           for (int m = 0; m < mc; ++m) {
             int32_t* dr = d + static_cast<size_t>(m) * N + b0;
@@ -446,16 +455,18 @@ void run(Call& c) {
     if (p.q.mode == ActMode::kFloat) p.path = Path::kFloat;
     else if (p.q.mode == ActMode::kSign && c.isa == Isa::kAvx512) p.path = Path::kAvx512Sign;
     else if (lut_ok && c.isa == Isa::kAvx512) p.path = Path::kAvx512Lut;
-    else if (lut_ok && (c.isa == Isa::kAvx2 || c.isa == Isa::kNeon)) p.path = Path::kLut;
+    else if (lut_ok && c.isa == Isa::kAvx2) p.path = Path::kAvx2Lut;
+    else if (lut_ok && c.isa == Isa::kNeon) p.path = Path::kLut;
     else p.path = Path::kCounts;
   }
-  // The AVX-512 kernels run every part of a call together: only when all parts take the same one of them
+  // The x86 kernels run every part of a call together: only when all parts take the same one of them
   // (a float or 5..8-bit half beside a table-lookup half is not a layer we export; it takes the general loops).
-  bool one512 = c.parts[0].path == Path::kAvx512Lut || c.parts[0].path == Path::kAvx512Sign;
-  for (int s = 1; s < c.S; ++s) one512 = one512 && c.parts[s].path == c.parts[0].path;
+  const auto fused = [](Path p) { return p == Path::kAvx2Lut || p == Path::kAvx512Lut || p == Path::kAvx512Sign; };
+  bool one_fused = fused(c.parts[0].path);
+  for (int s = 1; s < c.S; ++s) one_fused = one_fused && c.parts[s].path == c.parts[0].path;
   for (int s = 0; s < c.S; ++s) {
     Part& p = c.parts[s];
-    if (!one512 && (p.path == Path::kAvx512Lut || p.path == Path::kAvx512Sign)) p.path = Path::kCounts;
+    if (!one_fused && fused(p.path)) p.path = Path::kCounts;
     for (int t = 0; t < s; ++t)
       if (same_quantizer(c.parts[t].q, p.q) && c.parts[t].path == p.path && p.path != Path::kFloat)
         p.shares_tables_with = t;
@@ -466,7 +477,7 @@ void run(Call& c) {
     }
     const Layout layout = p.path == Path::kAvx512Lut    ? Layout::kQuads64
                           : p.path == Path::kAvx512Sign ? Layout::kWords8
-                          : p.path == Path::kLut        ? Layout::kRows32
+                          : p.path == Path::kLut || p.path == Path::kAvx2Lut ? Layout::kRows32
                                                         : Layout::kRowSums;
     if (p.path != Path::kFloat) p.prep = prepared(p.w, N, K, layout);
   }
@@ -487,7 +498,7 @@ void run(Call& c) {
     const int G16 = 2 * row_bytes(K) * 16;
     for (int s = 0; s < c.S; ++s) {
       const Part& p = c.parts[s];
-      if ((p.path != Path::kLut && p.path != Path::kAvx512Lut) || p.shares_tables_with >= 0) continue;
+      if (!is_lut(p.path) || p.shares_tables_with >= 0) continue;
       c.shared_tables[s] = scratch(sc.shared_tables[s], static_cast<size_t>(M) * G16);
     }
     if (c.shared_tables[0] || c.shared_tables[1]) {

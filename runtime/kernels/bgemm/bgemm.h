@@ -109,14 +109,25 @@ struct LutPrep {
   int M = 0, N = 0, RB = 0;          // RB = row_bytes(K); groups of 4 weights = 2 * RB
   const int8_t* tables = nullptr;    // [M][2 * RB][16]
   const uint8_t* wt = nullptr;       // [ceil(N / 32)][RB][32]: byte p of 32 consecutive rows
-  const int32_t* tconst = nullptr;   // AVX2 only: [M] per-token constants of its offset tables
 };
 // AVX2 (bgemm_avx2.cc) builds OFFSET SUBSET-SUM tables, U[i] = 32 + sum_{r: bit r of i} v_r (T = P + 64 - 2U),
 // so that four lookups add in unsigned bytes; lut_token_consts_avx2 gives each token's constant
-// C = sum_g (U_g[15] + 32) that lut_dots_avx2 turns them into the same dots with (dot = C - 2 sum U).
+// C = sum_g (U_g[15] + 32) that turns them into the same dots (dot = C - 2 sum U). lut_gemm_avx2 runs the lookups
+// over the lut_arrange_rows32 layout and the epilogue in registers, parts in order, then the bias (as
+// lut_gemm_avx512): y[m * N + n] for m < mc, n in [n0, n1), n0 a multiple of 32.
+struct Avx2Part {
+  const int8_t* tables;   // [mc][2 * RB][16] offset tables of this task's tokens
+  const int32_t* tconst;  // [mc] their constants
+  const uint8_t* wt;      // lut_arrange_rows32 layout
+  const int32_t* rowsum;  // [N rounded up to 64]
+  const float* alpha;     // [N]
+  float step, offset;
+  int c;
+  bool sign;
+};
 void lut_row_tables_avx2(const float* x, int K, const RowQuant& q, int8_t* tables);
 void lut_token_consts_avx2(const int8_t* tables, int M, int G, int32_t* out);
-void lut_dots_avx2(const LutPrep& prep, int32_t* dots, int n0, int n1);
+void lut_gemm_avx2(const Avx2Part* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias, float* y);
 void lut_row_tables_neon(const float* x, int K, const RowQuant& q, int8_t* tables);
 void lut_dots_neon(const LutPrep& prep, int32_t* dots, int n0, int n1);
 // AVX-512 (bgemm_avx512.cc; VBMI + VNNI): one 64-byte vpermb table holds the 16-entry tables of 4 consecutive

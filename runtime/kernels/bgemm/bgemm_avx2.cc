@@ -22,9 +22,7 @@ namespace bebert {
 namespace {
 
 #define BEBERT_AVX2 __attribute__((target("avx2,fma,popcnt")))
-#ifndef BEBERT_AVX2_LUT_TOKENS
-#define BEBERT_AVX2_LUT_TOKENS 3
-#endif
+
 
 BEBERT_AVX2 inline __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low) {
   const __m256i lo = _mm256_and_si256(v, low);
@@ -258,16 +256,11 @@ BEBERT_AVX2 inline __m256i tab(const int8_t* e) {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(e)));
 }
 
-// dots of the 32 rows of block nb against MT tokens m0.. (tables tb, constants cst): dots[m][n] = cst - 2 sum U.
+// total[t][j] = sum of the looked-up U over all groups, rows 8j..8j+7 of the 32-row block at wb, for MT tokens
+// whose tables start at tb[t].
 template <int MT>
-BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
-  const int RB = prep.RB, G = 2 * RB, N = prep.N;
+BEBERT_AVX2 inline void lut_sums(const int8_t* const* tb, const uint8_t* wb, int RB, __m256i (&total)[MT][4]) {
   const __m256i low = _mm256_set1_epi8(0x0f);
-  const uint8_t* wb = prep.wt + static_cast<size_t>(nb) * RB * 32;
-  const int8_t* tb[MT];
-  for (int t = 0; t < MT; ++t) tb[t] = prep.tables + static_cast<size_t>(m0 + t) * G * 16;
-  // total[t][j]: int32 sums of rows 8j..8j+7 of the block
-  __m256i total[MT][4];
   for (int t = 0; t < MT; ++t)
     for (int j = 0; j < 4; ++j) total[t][j] = _mm256_setzero_si256();
   for (int p0 = 0; p0 < RB; p0 += 2 * kStepsPerFlush) {
@@ -290,7 +283,7 @@ BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
         odd[t] = _mm256_add_epi16(odd[t], _mm256_srli_epi16(sum, 8));
       }
     }
-    if (p < p1) {  // an odd RB (K not a multiple of 64 never gives one: rows are whole words; kept for safety)
+    if (p < p1) {  // an odd RB (rows are whole 8-byte words, so never; kept so any RB is right)
       const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + static_cast<size_t>(p) * 32));
       const __m256i l0 = _mm256_and_si256(w0, low), h0 = _mm256_and_si256(_mm256_srli_epi16(w0, 4), low);
       for (int t = 0; t < MT; ++t) {
@@ -311,31 +304,79 @@ BEBERT_AVX2 void lut_block(const LutPrep& prep, int nb, int m0, int32_t* dots) {
       total[t][3] = _mm256_add_epi32(total[t][3], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(hi, 1)));
     }
   }
-  const int rows = std::min(32, N - nb * 32);
-  for (int t = 0; t < MT; ++t) {
-    const __m256i c = _mm256_set1_epi32(prep.tconst[m0 + t]);
-    int32_t* out = dots + static_cast<size_t>(m0 + t) * N + nb * 32;
-    if (rows == 32) {
-      for (int j = 0; j < 4; ++j)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), _mm256_sub_epi32(c, _mm256_slli_epi32(total[t][j], 1)));
-    } else {
-      alignas(32) int32_t lanes[32];
-      for (int j = 0; j < 4; ++j)
-        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 8 * j), _mm256_sub_epi32(c, _mm256_slli_epi32(total[t][j], 1)));
-      for (int r = 0; r < rows; ++r) out[r] = lanes[r];
+}
+
+// Loads / stores 8 floats, masked only when not all 8 are valid (vmaskmovps is slow on AMD cores).
+template <bool kFull>
+BEBERT_AVX2 inline __m256 load8(const float* p, __m256i mask) {
+  return kFull ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
+}
+template <bool kFull>
+BEBERT_AVX2 inline void store8(float* p, __m256i mask, __m256 v) {
+  if (kFull) _mm256_storeu_ps(p, v);
+  else _mm256_maskstore_ps(p, mask, v);
+}
+
+// The epilogue of 8 rows n.. (mask: the rows < n1) for one token: the value of part p from its dot (as
+// part_value of the AVX-512 kernel and the driver's epilogue, the same float operations in the same order).
+template <bool kFull>
+BEBERT_AVX2 inline __m256 part_value(const Avx2Part& p, __m256i dot, int n, __m256i mask) {
+  const __m256 alpha = load8<kFull>(p.alpha + n, mask);
+  if (p.sign) return _mm256_mul_ps(alpha, _mm256_cvtepi32_ps(dot));
+  // c = 0 and offset = 0 (symmetric): offset * rowsum is +-0, adding it changes nothing (see the AVX-512 kernel)
+  if (p.c == 0 && p.offset == 0.0f) return _mm256_mul_ps(alpha, _mm256_mul_ps(_mm256_set1_ps(p.step), _mm256_cvtepi32_ps(dot)));
+  const __m256i rs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.rowsum + n));  // padded to 64 rows
+  const __m256i qdot = _mm256_add_epi32(dot, _mm256_mullo_epi32(_mm256_set1_epi32(p.c), rs));
+  const __m256 val = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(p.step), _mm256_cvtepi32_ps(qdot)),
+                                   _mm256_mul_ps(_mm256_set1_ps(p.offset), _mm256_cvtepi32_ps(rs)));
+  return _mm256_mul_ps(alpha, val);
+}
+
+template <int MT, bool kFull>
+BEBERT_AVX2 inline void block_epilogue(const Avx2Part& p, const __m256i (&total)[MT][4], int t0, int nb, int N, int n1,
+                                       int mode, const float* bias, float* y) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int j = 0; j < 4; ++j) {
+    const int n = nb * 32 + 8 * j;
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n1 - n), lane);  // empty past n1
+    const __m256 b = bias ? load8<kFull>(bias + n, mask) : _mm256_setzero_ps();
+    for (int t = 0; t < MT; ++t) {
+      float* yr = y + static_cast<size_t>(t0 + t) * N + n;
+      const __m256i dot = _mm256_sub_epi32(_mm256_set1_epi32(p.tconst[t0 + t]), _mm256_slli_epi32(total[t][j], 1));
+      __m256 v = part_value<kFull>(p, dot, n, mask);
+      if (mode == 1) v = _mm256_add_ps(load8<kFull>(yr, mask), v);
+      if (bias) v = _mm256_add_ps(v, b);
+      store8<kFull>(yr, mask, v);
     }
   }
 }
 
+// One 32-row block nb of part p for tokens [t0, t0 + MT): y = part (mode 0) or y + part (mode 1), then + bias.
+template <int MT>
+BEBERT_AVX2 void lut_block(const Avx2Part& p, int RB, int t0, int nb, int N, int n1, int mode, const float* bias,
+                           float* y) {
+  const size_t tstride = static_cast<size_t>(RB) * 32;  // 2 * RB tables of 16 bytes per token
+  const int8_t* tb[MT];
+  for (int t = 0; t < MT; ++t) tb[t] = p.tables + (t0 + t) * tstride;
+  __m256i total[MT][4];
+  lut_sums<MT>(tb, p.wt + static_cast<size_t>(nb) * RB * 32, RB, total);
+  if (nb * 32 + 32 <= n1) block_epilogue<MT, true>(p, total, t0, nb, N, n1, mode, bias, y);
+  else block_epilogue<MT, false>(p, total, t0, nb, N, n1, mode, bias, y);
+}
+
 }  // namespace
 
-BEBERT_AVX2 void lut_dots_avx2(const LutPrep& prep, int32_t* dots, int n0, int n1) {
-  // n0 is a multiple of 32 (the driver's blocks are 64 rows); rows past n1 in the last block are not written.
-  constexpr int kTokens = BEBERT_AVX2_LUT_TOKENS;
-  for (int nb = n0 / 32; nb * 32 < n1; ++nb) {
-    int m = 0;
-    for (; m + kTokens <= prep.M; m += kTokens) lut_block<kTokens>(prep, nb, m, dots);
-    for (; m < prep.M; ++m) lut_block<1>(prep, nb, m, dots);
+BEBERT_AVX2 void lut_gemm_avx2(const Avx2Part* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias,
+                               float* y) {
+  // Parts in order (y = part 0, then y += part 1, then the bias: the driver's epilogue order).
+  constexpr int kTokens = 3;  // 3 x 8 accumulators + 4 nibble vectors in 16 registers (2 and 4 measured slower)
+  for (int s = 0; s < S; ++s) {
+    const float* b = s == S - 1 ? bias : nullptr;
+    for (int nb = n0 / 32; nb * 32 < n1; ++nb) {
+      int t = 0;
+      for (; t + kTokens <= mc; t += kTokens) lut_block<kTokens>(parts[s], RB, t, nb, N, n1, s > 0, b, y);
+      for (; t < mc; ++t) lut_block<1>(parts[s], RB, t, nb, N, n1, s > 0, b, y);
+    }
   }
 }
 
@@ -378,7 +419,7 @@ int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* pl
   return quantize_row_scalar(x, K, q, planes);
 }
 void lut_row_tables_avx2(const float*, int, const RowQuant&, int8_t*) {}
-void lut_dots_avx2(const LutPrep&, int32_t*, int, int) {}
+void lut_gemm_avx2(const Avx2Part*, int, int, int, int, int, int, const float*, float*) {}
 void lut_token_consts_avx2(const int8_t*, int, int, int32_t*) {}
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   float_dots_scalar(x, M, K, w, N, y, n0, n1);

@@ -15,41 +15,68 @@ constexpr int kLanes = 16;
 // 16 float lanes as one GCC / Clang vector (one zmm, or four xmm on the baseline target): the lane structure, and
 // so the order of every float operation, is the same on every target.
 typedef float Lanes16 __attribute__((vector_size(64)));
-// The same 16 lanes as two explicit 8-lane halves, for AVX2: GCC 12 lowers a 64-byte vector under target("avx2")
-// through the stack (half the instructions of the row were spills; slower than the SSE2 build).
-typedef float Lanes8 __attribute__((vector_size(32)));
-struct Halves {
-  Lanes8 lo, hi;  // lanes 0..7, 8..15
+// The same 16 lanes as P explicit vectors of 16 / P lanes: GCC 12 lowers a 64-byte vector through the stack
+// where the target has no 64-byte registers (under target("avx2") half the instructions of a row were spills,
+// slower than the baseline build; on aarch64 and baseline x86-64 a quarter). AVX2 takes 2 x 8 lanes, NEON and
+// baseline x86-64 4 x 4; only AVX-512 keeps the one 64-byte vector. Part u holds lanes 16 / P * u ...
+template <int P>
+struct Split {
+  static constexpr int kW = kLanes / P;
+  typedef float V __attribute__((vector_size(4 * kW)));
+  V part[P];
 };
-__attribute__((always_inline)) inline Halves& operator+=(Halves& a, const Halves& b) {
-  a.lo += b.lo;
-  a.hi += b.hi;
+template <int P>
+__attribute__((always_inline)) inline Split<P>& operator+=(Split<P>& a, const Split<P>& b) {
+  for (int u = 0; u < P; ++u) a.part[u] += b.part[u];
   return a;
 }
-__attribute__((always_inline)) inline Halves& operator-=(Halves& a, float s) {
-  a.lo -= s;
-  a.hi -= s;
+template <int P>
+__attribute__((always_inline)) inline Split<P>& operator-=(Split<P>& a, float s) {
+  for (int u = 0; u < P; ++u) a.part[u] -= s;
   return a;
 }
-__attribute__((always_inline)) inline Halves operator*(const Halves& a, const Halves& b) { return {a.lo * b.lo, a.hi * b.hi}; }
-__attribute__((always_inline)) inline Halves operator*(const Halves& a, float s) { return {a.lo * s, a.hi * s}; }
-__attribute__((always_inline)) inline Halves operator+(const Halves& a, const Halves& b) { return {a.lo + b.lo, a.hi + b.hi}; }
+template <int P>
+__attribute__((always_inline)) inline Split<P> operator*(const Split<P>& a, const Split<P>& b) {
+  Split<P> r;
+  for (int u = 0; u < P; ++u) r.part[u] = a.part[u] * b.part[u];
+  return r;
+}
+template <int P>
+__attribute__((always_inline)) inline Split<P> operator*(const Split<P>& a, float s) {
+  Split<P> r;
+  for (int u = 0; u < P; ++u) r.part[u] = a.part[u] * s;
+  return r;
+}
+template <int P>
+__attribute__((always_inline)) inline Split<P> operator+(const Split<P>& a, const Split<P>& b) {
+  Split<P> r;
+  for (int u = 0; u < P; ++u) r.part[u] = a.part[u] + b.part[u];
+  return r;
+}
 
-// Lane access and the fold, for both representations (lane t of Halves is lane t % 8 of half t / 8).
+// Lane access and the fold, for both representations.
 __attribute__((always_inline)) inline void add_lane(Lanes16& v, int t, float x) { v[t] += x; }
-__attribute__((always_inline)) inline void add_lane(Halves& v, int t, float x) {
-  if (t < 8) v.lo[t] += x;
-  else v.hi[t - 8] += x;
+template <int P>
+__attribute__((always_inline)) inline void add_lane(Split<P>& v, int t, float x) {
+  for (int u = 0; u < P; ++u)  // a constant part index for each branch (an indexed part went through memory)
+    if (t / Split<P>::kW == u) v.part[u][t % Split<P>::kW] += x;
 }
 // The pairwise tree over the 16 lanes: lane t += lane t + w for w = 8, 4, 2, 1.
-__attribute__((always_inline)) inline float fold_lanes(Lanes16 lane) {
+__attribute__((always_inline)) inline float fold_lanes(const Lanes16& v) {
+  Lanes16 lane = v;
   for (int w = kLanes / 2; w >= 1; w /= 2)
     for (int t = 0; t < w; ++t) lane[t] += lane[t + w];
   return lane[0];
 }
-__attribute__((always_inline)) inline float fold_lanes(const Halves& v) {
-  Lanes8 lane = v.lo + v.hi;  // the w = 8 step
-  for (int w = 4; w >= 1; w /= 2)
+template <int P>
+__attribute__((always_inline)) inline float fold_lanes(const Split<P>& v) {
+  // the steps w >= kW add whole parts (part u += part u + w / kW), the rest run inside part 0
+  typename Split<P>::V p[P];
+  for (int u = 0; u < P; ++u) p[u] = v.part[u];
+  for (int w = kLanes / 2; w >= Split<P>::kW; w /= 2)
+    for (int u = 0; u < w / Split<P>::kW; ++u) p[u] += p[u + w / Split<P>::kW];
+  typename Split<P>::V lane = p[0];
+  for (int w = Split<P>::kW / 2; w >= 1; w /= 2)
     for (int t = 0; t < w; ++t) lane[t] += lane[t + w];
   return lane[0];
 }
@@ -57,14 +84,14 @@ __attribute__((always_inline)) inline float fold_lanes(const Halves& v) {
 // (Vectors pass by reference: by value, a 64-byte vector changes the calling convention between targets.)
 __attribute__((always_inline)) inline void load16(Lanes16& v, const float* p) { std::memcpy(&v, p, sizeof v); }
 __attribute__((always_inline)) inline void store16(float* p, const Lanes16& v) { std::memcpy(p, &v, sizeof v); }
-// Halves load and store each half on its own (one memcpy of the whole struct went through the stack).
-__attribute__((always_inline)) inline void load16(Halves& v, const float* p) {
-  std::memcpy(&v.lo, p, sizeof v.lo);
-  std::memcpy(&v.hi, p + 8, sizeof v.hi);
+// Split vectors load and store part by part (one memcpy of the whole struct went through the stack).
+template <int P>
+__attribute__((always_inline)) inline void load16(Split<P>& v, const float* p) {
+  for (int u = 0; u < P; ++u) std::memcpy(&v.part[u], p + u * Split<P>::kW, sizeof v.part[u]);
 }
-__attribute__((always_inline)) inline void store16(float* p, const Halves& v) {
-  std::memcpy(p, &v.lo, sizeof v.lo);
-  std::memcpy(p + 8, &v.hi, sizeof v.hi);
+template <int P>
+__attribute__((always_inline)) inline void store16(float* p, const Split<P>& v) {
+  for (int u = 0; u < P; ++u) std::memcpy(p + u * Split<P>::kW, &v.part[u], sizeof v.part[u]);
 }
 
 // Sums run in 4 x 16 lanes (4 independent vector chains: one chain was bound by the add latency, ~3x slower):
@@ -81,7 +108,7 @@ struct Acc {
 };
 
 // One row: s = x + residual (into y), mean = sum(s) / n, d = s - mean (into y), var = sum(d * d) / n,
-// y = (d * inv) * gamma + beta with inv = 1 / sqrt(var + eps). L: Lanes16 or Halves (same lanes, same order).
+// y = (d * inv) * gamma + beta with inv = 1 / sqrt(var + eps). L: Lanes16 or a Split (same lanes, same order).
 template <typename L>
 __attribute__((always_inline)) inline void row(const LayerNormArgs& a, int r) {
   const int n = a.cols;
@@ -149,13 +176,13 @@ __attribute__((always_inline)) inline void row(const LayerNormArgs& a, int r) {
 }
 
 void rows_base(const LayerNormArgs& a, int r0, int r1) {
-  for (int r = r0; r < r1; ++r) row<Lanes16>(a, r);
+  for (int r = r0; r < r1; ++r) row<Split<4>>(a, r);
 }
 #if defined(__x86_64__)
 // The same rows vectorised for AVX2 and AVX-512 (the baseline SSE2 loop ran ~1 ns per element). The lanes and the
 // order of every float operation are the same in each, so they compute the same bits.
 __attribute__((target("avx2"))) void rows_avx2(const LayerNormArgs& a, int r0, int r1) {
-  for (int r = r0; r < r1; ++r) row<Halves>(a, r);
+  for (int r = r0; r < r1; ++r) row<Split<2>>(a, r);
 }
 BEBERT_TARGET_WIDE("avx512f") void rows_avx512(const LayerNormArgs& a, int r0, int r1) {
   for (int r = r0; r < r1; ++r) row<Lanes16>(a, r);

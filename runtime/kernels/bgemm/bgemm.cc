@@ -357,7 +357,7 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       usum[s] = us;
     }
   }
-  // 2. AVX-512: dots and epilogue in registers, every part of the task in one call. (Only x86-64 builds reference
+  // 2. AVX-512 and AVX2: dots and epilogue in registers, every part of the task in one call. (Only x86-64 builds reference
   //    these symbols, so an aarch64 build links without bgemm_avx512.cc.)
 #if defined(__x86_64__)
   if (c.parts[0].path == Path::kAvx512Sign) {
@@ -368,33 +368,23 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
     if (c.relu) relu_tile(y, N, mc, n0, n1);
     return;
   }
-  if (c.parts[0].path == Path::kAvx512Lut) {
-    Avx512Part ap[2];
+  if (c.parts[0].path == Path::kAvx512Lut || c.parts[0].path == Path::kAvx2Lut) {
+    const bool avx2 = c.parts[0].path == Path::kAvx2Lut;
+    LutPart ap[2];
     for (int s = 0; s < c.S; ++s) {
       const Part& p = c.parts[s];
-      ap[s] = Avx512Part{tabs[s], p.prep->wt.data(), p.prep->rowsum.data(), p.alpha, p.q.step, p.rq.offset, p.c,
-                         p.q.mode == ActMode::kSign};
-    }
-    lut_gemm_avx512(ap, c.S, mc, N, RB, n0, n1, c.bias, y);
-    if (c.relu) relu_tile(y, N, mc, n0, n1);
-    return;
-  }
-  if (c.parts[0].path == Path::kAvx2Lut) {
-    Avx2Part ap[2];
-    for (int s = 0; s < c.S; ++s) {
-      const Part& p = c.parts[s];
-      const int32_t* tc;
-      if (p.shares_tables_with >= 0) {
+      const int32_t* tc = nullptr;  // AVX2's offset tables need one constant per token
+      if (avx2 && p.shares_tables_with >= 0) {
         tc = ap[p.shares_tables_with].tconst;
-      } else {
+      } else if (avx2) {
         int32_t* t = scratch(sc.tconst[s], mc);
         lut_token_consts_avx2(tabs[s], mc, G, t);
         tc = t;
       }
-      ap[s] = Avx2Part{tabs[s], tc, p.prep->wt.data(), p.prep->rowsum.data(), p.alpha, p.q.step, p.rq.offset, p.c,
-                       p.q.mode == ActMode::kSign};
+      ap[s] = LutPart{tabs[s], p.prep->wt.data(), p.prep->rowsum.data(), p.alpha, p.q.step, p.rq.offset, p.c,
+                      p.q.mode == ActMode::kSign, tc};
     }
-    lut_gemm_avx2(ap, c.S, mc, N, RB, n0, n1, c.bias, y);
+    (avx2 ? lut_gemm_avx2 : lut_gemm_avx512)(ap, c.S, mc, N, RB, n0, n1, c.bias, y);
     if (c.relu) relu_tile(y, N, mc, n0, n1);
     return;
   }

@@ -115,39 +115,32 @@ struct LutPrep {
 // C = sum_g (U_g[15] + 32) that turns them into the same dots (dot = C - 2 sum U). lut_gemm_avx2 runs the lookups
 // over the lut_arrange_rows32 layout and the epilogue in registers, parts in order, then the bias (as
 // lut_gemm_avx512): y[m * N + n] for m < mc, n in [n0, n1), n0 a multiple of 32.
-struct Avx2Part {
-  const int8_t* tables;   // [mc][2 * RB][16] offset tables of this task's tokens
-  const int32_t* tconst;  // [mc] their constants
-  const uint8_t* wt;      // lut_arrange_rows32 layout
+// One part of a call for the x86 table-lookup kernels (AVX2 and AVX-512). Part s of a call:
+// y = sum_s alpha_s * val_s + bias, with val_s = float(dot) for sign activations,
+// step_s * float(dot + c_s * rowsum) + offset_s * float(rowsum) else.
+struct LutPart {
+  const int8_t* tables;   // [mc][2 * RB][16], tokens of this task; parts with one quantizer share the pointer
+  const uint8_t* wt;      // the ISA's layout: lut_arrange_rows32 (AVX2), lut_arrange_quads64 (AVX-512)
   const int32_t* rowsum;  // [N rounded up to 64]
   const float* alpha;     // [N]
   float step, offset;
   int c;
   bool sign;
+  const int32_t* tconst;  // AVX2: [mc] the tokens' table constants (lut_token_consts_avx2); AVX-512: unused
 };
 void lut_row_tables_avx2(const float* x, int K, const RowQuant& q, int8_t* tables);
 void lut_token_consts_avx2(const int8_t* tables, int M, int G, int32_t* out);
-void lut_gemm_avx2(const Avx2Part* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias, float* y);
+void lut_gemm_avx2(const LutPart* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias, float* y);
 void lut_row_tables_neon(const float* x, int K, const RowQuant& q, int8_t* tables);
 void lut_dots_neon(const LutPrep& prep, int32_t* dots, int n0, int n1);
 // AVX-512 (bgemm_avx512.cc; VBMI + VNNI): one 64-byte vpermb table holds the 16-entry tables of 4 consecutive
 // weight groups (the tables of lut_row_tables_*, in the same [2 * RB][16] order), and the weights are arranged
 // once (lut_arrange_quads64) so that a 64-byte vector holds, for 16 rows, the 4 group indices (group id in bits
 // 4..5) in the 4 bytes of a 32-bit lane: vpermb looks up 16 rows x 4 groups and vpdpbusd(ones) adds each row's 4
-// int8 results into its int32 lane, no widening. Part s of a call: y = sum_s alpha_s * val_s + bias, with
-// val_s = float(dot) for sign activations, step_s * float(dot + c_s * rowsum) + offset_s * float(rowsum) else.
-struct Avx512Part {
-  const int8_t* tables;   // [mc][2 * RB][16], tokens of this task; parts with one quantizer share the pointer
-  const uint8_t* wt;      // lut_arrange_quads64 layout
-  const int32_t* rowsum;  // [N rounded up to 64]
-  const float* alpha;     // [N]
-  float step, offset;
-  int c;
-  bool sign;
-};
+// int8 results into its int32 lane, no widening (parts: LutPart above).
 void lut_row_tables_avx512(const float* x, int K, const RowQuant& q, int8_t* tables);
 // y[m * N + n] for m < mc and n in [n0, n1), n0 a multiple of 64; S parts in order, then the bias.
-void lut_gemm_avx512(const Avx512Part* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias, float* y);
+void lut_gemm_avx512(const LutPart* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias, float* y);
 void counts_avx512(const CountArgs& c, int n0, int n1);  // VPOPCNTDQ, one horizontal sum per output
 // Sign activations (W1A1) with VPOPCNTQ: 8 weight rows in the 8 qword lanes (lut_arrange_words8), a broadcast
 // 64-bit activation word per step, popcount(a XOR w) accumulated per lane, so no per-output horizontal sums.

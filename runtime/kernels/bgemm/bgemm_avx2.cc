@@ -320,7 +320,7 @@ BEBERT_AVX2 inline void store8(float* p, __m256i mask, __m256 v) {
 // The epilogue of 8 rows n.. (mask: the rows < n1) for one token: the value of part p from its dot (as
 // part_value of the AVX-512 kernel and the driver's epilogue, the same float operations in the same order).
 template <bool kFull>
-BEBERT_AVX2 inline __m256 part_value(const Avx2Part& p, __m256i dot, int n, __m256i mask) {
+BEBERT_AVX2 inline __m256 part_value(const LutPart& p, __m256i dot, int n, __m256i mask) {
   const __m256 alpha = load8<kFull>(p.alpha + n, mask);
   if (p.sign) return _mm256_mul_ps(alpha, _mm256_cvtepi32_ps(dot));
   // c = 0 and offset = 0 (symmetric): offset * rowsum is +-0, adding it changes nothing (see the AVX-512 kernel)
@@ -333,7 +333,7 @@ BEBERT_AVX2 inline __m256 part_value(const Avx2Part& p, __m256i dot, int n, __m2
 }
 
 template <int MT, bool kFull>
-BEBERT_AVX2 inline void block_epilogue(const Avx2Part& p, const __m256i (&total)[MT][4], int t0, int nb, int N, int n1,
+BEBERT_AVX2 inline void block_epilogue(const LutPart& p, const __m256i (&total)[MT][4], int t0, int nb, int N, int n1,
                                        int mode, const float* bias, float* y) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int j = 0; j < 4; ++j) {
@@ -353,7 +353,7 @@ BEBERT_AVX2 inline void block_epilogue(const Avx2Part& p, const __m256i (&total)
 
 // One 32-row block nb of part p for tokens [t0, t0 + MT): y = part (mode 0) or y + part (mode 1), then + bias.
 template <int MT>
-BEBERT_AVX2 void lut_block(const Avx2Part& p, int RB, int t0, int nb, int N, int n1, int mode, const float* bias,
+BEBERT_AVX2 void lut_block(const LutPart& p, int RB, int t0, int nb, int N, int n1, int mode, const float* bias,
                            float* y) {
   const size_t tstride = static_cast<size_t>(RB) * 32;  // 2 * RB tables of 16 bytes per token
   const int8_t* tb[MT];
@@ -366,7 +366,7 @@ BEBERT_AVX2 void lut_block(const Avx2Part& p, int RB, int t0, int nb, int N, int
 
 }  // namespace
 
-BEBERT_AVX2 void lut_gemm_avx2(const Avx2Part* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias,
+BEBERT_AVX2 void lut_gemm_avx2(const LutPart* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias,
                                float* y) {
   // Parts in order (y = part 0, then y += part 1, then the bias: the driver's epilogue order).
   constexpr int kTokens = 3;  // 3 x 8 accumulators + 4 nibble vectors in 16 registers (2 and 4 measured slower)
@@ -419,7 +419,7 @@ int32_t quantize_row_avx2(const float* x, int K, const RowQuant& q, uint64_t* pl
   return quantize_row_scalar(x, K, q, planes);
 }
 void lut_row_tables_avx2(const float*, int, const RowQuant&, int8_t*) {}
-void lut_gemm_avx2(const Avx2Part*, int, int, int, int, int, int, const float*, float*) {}
+void lut_gemm_avx2(const LutPart*, int, int, int, int, int, int, const float*, float*) {}
 void lut_token_consts_avx2(const int8_t*, int, int, int32_t*) {}
 void float_dots_avx2(const float* x, int M, int K, const uint8_t* w, int N, float* y, int n0, int n1) {
   float_dots_scalar(x, M, K, w, N, y, n0, n1);

@@ -2,7 +2,7 @@
 // compiled with function-level target attributes so the library still loads and runs on AVX2-only CPUs
 // (bgemm.cc dispatches here only after isa_supported(Isa::kAvx512) checked every feature with cpuid).
 //
-// Table lookup (2..4-bit and sign activations), the layout in bgemm.h (Avx512Part) and lut_prepare.h:
+// Table lookup (2..4-bit and sign activations), the layout in bgemm.h (LutPart) and lut_prepare.h:
 // per quad of 16 weights one 64-byte table vector holds four 16-entry tables; vpermb looks up 16 rows x 4 groups
 // at once and vpdpbusd with a vector of ones sums each row's 4 int8 lookups into its int32 lane. Per 256 weight
 // x activation products that is one vpermb and one vpdpbusd, and the int32 sums never need widening. The
@@ -90,8 +90,8 @@ BEBERT_AVX512 void lut_row_tables_avx512(const float* x, int K, const RowQuant& 
 
 namespace {
 
-// Epilogue of one 16-row group for one token: val as in Avx512Part, y = alpha * val (+ previous halves) (+ bias).
-BEBERT_AVX512 inline __m512 part_value(const Avx512Part& p, __m512i acc, int n, __mmask16 m) {
+// Epilogue of one 16-row group for one token: val as in LutPart, y = alpha * val (+ previous halves) (+ bias).
+BEBERT_AVX512 inline __m512 part_value(const LutPart& p, __m512i acc, int n, __mmask16 m) {
   const __m512 alpha = _mm512_maskz_loadu_ps(m, p.alpha + n);
   if (p.sign) return _mm512_mul_ps(alpha, _mm512_cvtepi32_ps(acc));
   // Symmetric quantizers have c = 0 and offset = 0: then offset * rowsum is +-0 and adding it changes nothing
@@ -125,7 +125,7 @@ BEBERT_AVX512 inline void lut_accumulate(const int8_t* const* tab, const uint8_t
 // half); the bias is added when `bias` is non-null. (A variant holding both halves' accumulators at once, Z = 8
 // over one table load, ran 10-20% slower here than two passes over the same, already built, tables.)
 template <int MT>
-BEBERT_AVX512 void lut_tile(const Avx512Part* parts, int s, int Q, size_t tstride, int t0, int tile, int N, int n1,
+BEBERT_AVX512 void lut_tile(const LutPart* parts, int s, int Q, size_t tstride, int t0, int tile, int N, int n1,
                             int mode, const float* bias, float* y) {
   constexpr int Z = 4;
   const int8_t* tab[MT];
@@ -151,7 +151,7 @@ BEBERT_AVX512 void lut_tile(const Avx512Part* parts, int s, int Q, size_t tstrid
 }
 
 template <int MT>
-BEBERT_AVX512 void lut_tiles(const Avx512Part* parts, int s, int Q, int mc, int N, int n0, int n1, int mode,
+BEBERT_AVX512 void lut_tiles(const LutPart* parts, int s, int Q, int mc, int N, int n0, int n1, int mode,
                              const float* bias, float* y) {
   const size_t tstride = static_cast<size_t>(Q) * 64;
   for (int tile = n0 / 64; tile * 64 < n1; ++tile) {
@@ -163,7 +163,7 @@ BEBERT_AVX512 void lut_tiles(const Avx512Part* parts, int s, int Q, int mc, int 
 
 }  // namespace
 
-BEBERT_AVX512 void lut_gemm_avx512(const Avx512Part* parts, int S, int mc, int N, int RB, int n0, int n1,
+BEBERT_AVX512 void lut_gemm_avx512(const LutPart* parts, int S, int mc, int N, int RB, int n0, int n1,
                                    const float* bias, float* y) {
   // Parts in order (y = part 0, then y += part 1, then the bias: the order of the shared epilogue). Halves with
   // one quantizer arrive with one tables pointer: built once, read twice.
@@ -301,7 +301,7 @@ BEBERT_AVX512 void counts_avx512(const CountArgs& c, int n0, int n1) {
 
 namespace bebert {
 void lut_row_tables_avx512(const float*, int, const RowQuant&, int8_t*) {}
-void lut_gemm_avx512(const Avx512Part*, int, int, int, int, int, int, const float*, float*) {}
+void lut_gemm_avx512(const LutPart*, int, int, int, int, int, int, const float*, float*) {}
 void counts_avx512(const CountArgs& c, int n0, int n1) { counts_scalar(c, n0, n1); }
 void sign_gemm_avx512(const Avx512SignPart*, int, const uint64_t*, int, int, int, int, int, const float*, float*) {}
 }  // namespace bebert

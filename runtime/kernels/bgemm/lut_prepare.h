@@ -66,7 +66,7 @@ inline void lut_arrange_rows32(const uint8_t* w, int N, int RB, uint8_t* wt) {
   }
 }
 
-// Arranges W [N, RB] for the AVX-512 kernel (bgemm.h, Avx512Part): tiles of 64 rows, per quad q of 16 weights
+// Arranges W [N, RB] for the AVX-512 kernel (bgemm.h, lut_gemm_avx512): tiles of 64 rows, per quad q of 16 weights
 // (4 groups) four 64-byte vectors j = 0..3; byte 4 * r + g of vector j = (g << 4) | nibble (4 q + g) of row
 // 64 * tile + 16 * j + r. Padding rows are zero. Size: ceil(N / 64) * (RB / 2) * 256 bytes = 2 bits per weight.
 inline void lut_arrange_quads64(const uint8_t* w, int N, int RB, uint8_t* wt) {

@@ -203,8 +203,8 @@ void rows(const LayerNormArgs& a, int r0, int r1, Isa isa) {
 
 void add_layer_norm(const LayerNormArgs& a) {
   // Rows in parallel only when there is enough work to pay for a fork/join: from [128, 384] up (ORT profile of a
-  // MiniLM ensemble, Zen 4, 2 threads: AddLayerNorm 1.99 -> 1.51 ms per run in two interleaved runs; 64 rows of
-  // 384 and fewer stay on one thread).
+  // MiniLM ensemble, Zen 4, 2 threads: AddLayerNorm 1.99 -> 1.51 ms per run in two interleaved runs; a sentence
+  // of fewer than 43 tokens at H = 384 stays on one thread).
   const long work = static_cast<long>(a.rows) * a.cols;
   const int threads = work >= 16384 ? std::max(1, a.threads) : 1;
   const int chunks = std::min(a.rows, 4 * threads);

@@ -13,12 +13,15 @@
 
 #include "../core/thread_pool.h"
 #include "attention.h"
-// The AVX-512 (VNNI) and AVX2 instances compute the two integer products on packed layouts: vpdpbusd, or AVX2's
-// vpmaddubsw + vpmaddwd (exact while a pair of u8 x s8 products fits int16: bits <= 7; 8-bit codes take the
-// portable loops there).
+// The AVX-512 (VNNI), AVX2 and NEON instances compute the two integer products on packed layouts: vpdpbusd, AVX2's
+// vpmaddubsw + vpmaddwd, or NEON's smull + sadalp (the last two exact for codes of bits <= 7, whose unsigned side
+// fits a signed byte and whose pair sums fit int16; 8-bit codes take the portable loops there).
 #if defined(BEBERT_ATTN_VNNI) || defined(BEBERT_ATTN_AVX2)
 #define BEBERT_ATTN_PACKED 1
 #include <immintrin.h>
+#elif defined(BEBERT_ATTN_NEON)
+#define BEBERT_ATTN_PACKED 1
+#include <arm_neon.h>
 #endif
 
 namespace bebert {
@@ -195,7 +198,7 @@ BEBERT_ATTN_TARGET inline IVec ivec_load(const int8_t* p) { return _mm512_loadu_
 BEBERT_ATTN_TARGET inline void ivec_store(int32_t* p, IVec v) { _mm512_storeu_si512(p, v); }
 BEBERT_ATTN_TARGET inline IVec dot4_add(IVec acc, IVec a_u8, IVec b_s8) { return _mm512_dpbusd_epi32(acc, a_u8, b_s8); }
 BEBERT_ATTN_TARGET inline IVec bcast4(int32_t a4) { return _mm512_set1_epi32(a4); }
-#else
+#elif defined(BEBERT_ATTN_AVX2)
 // The AVX2 form of the same products: vpmaddubsw sums pairs of u8 x s8 products into int16 (exact for bits <= 7:
 // |pair| <= 2 * 127 * 64), vpmaddwd with ones adds the pairs into int32; 8 columns per vector.
 constexpr int kColsPerVec = 8, kGemmRows = 2;
@@ -207,6 +210,28 @@ BEBERT_ATTN_TARGET inline IVec dot4_add(IVec acc, IVec a_u8, IVec b_s8) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a_u8, b_s8), _mm256_set1_epi16(1)));
 }
 BEBERT_ATTN_TARGET inline IVec bcast4(int32_t a4) { return _mm256_set1_epi32(a4); }
+#elif defined(BEBERT_ATTN_NEON)
+// The NEON form (no sdot on the Pi 4's A72): smull / smull2 multiply the 16 bytes (4 k of 4 columns) into int16,
+// sadalp adds adjacent pairs into two int32 accumulators (lanes: column 0, 0, 1, 1 and 2, 2, 3, 3), and the store
+// adds those pairs (addp). The unsigned codes are < 128 for bits <= 7, so signed bytes hold them.
+constexpr int kColsPerVec = 4, kGemmRows = 2;
+struct IVec {
+  int32x4_t lo, hi;
+};
+BEBERT_ATTN_TARGET inline IVec ivec_zero() { return {vdupq_n_s32(0), vdupq_n_s32(0)}; }
+BEBERT_ATTN_TARGET inline IVec ivec_load(const int8_t* p) {
+  const int32x4_t v = vreinterpretq_s32_s8(vld1q_s8(p));
+  return {v, v};  // (only .lo is read: the B operand)
+}
+BEBERT_ATTN_TARGET inline void ivec_store(int32_t* p, IVec v) { vst1q_s32(p, vpaddq_s32(v.lo, v.hi)); }
+BEBERT_ATTN_TARGET inline IVec dot4_add(IVec acc, IVec a_u8, IVec b_s8) {
+  const int8x16_t a = vreinterpretq_s8_s32(a_u8.lo), b = vreinterpretq_s8_s32(b_s8.lo);
+  return {vpadalq_s16(acc.lo, vmull_s8(vget_low_s8(a), vget_low_s8(b))), vpadalq_s16(acc.hi, vmull_high_s8(a, b))};
+}
+BEBERT_ATTN_TARGET inline IVec bcast4(int32_t a4) {
+  const int32x4_t v = vdupq_n_s32(a4);
+  return {v, v};
+}
 #endif
 
 template <int MR, int W>
@@ -263,7 +288,7 @@ BEBERT_ATTN_TARGET inline __m128i codes16(const float* x, int n, float step, flo
 BEBERT_ATTN_TARGET inline void add_codes16(int32_t* acc, __m128i c) {
   _mm512_storeu_si512(acc, _mm512_add_epi32(_mm512_loadu_si512(acc), _mm512_cvtepi8_epi32(c)));
 }
-#else
+#elif defined(BEBERT_ATTN_AVX2)
 BEBERT_ATTN_TARGET inline __m256 codes8_float(const float* x, int n, float step, float lo, float hi) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(std::max(n, 0)), idx);
@@ -287,11 +312,71 @@ BEBERT_ATTN_TARGET inline void add_codes16(int32_t* acc, __m128i c) {
 }
 #endif
 
+#if defined(BEBERT_ATTN_NEON)
+using B16 = int8x16_t;  // 16 codes
+// frintn rounds half to even; fmaxnm / fminnm return the number when the other operand is NaN, so a NaN gives lo
+// as round_clamp does.
+BEBERT_ATTN_TARGET inline B16 codes16(const float* x, int n, float step, float lo, float hi) {
+  float buf[16] = {};
+  const float* src = x;
+  if (n < 16) {
+    for (int t = 0; t < n; ++t) buf[t] = x[t];
+    src = buf;
+  }
+  int16x4_t w[4];
+  for (int t = 0; t < 4; ++t) {
+    float32x4_t f = vrndnq_f32(vdivq_f32(vld1q_f32(src + 4 * t), vdupq_n_f32(step)));
+    f = vminnmq_f32(vmaxnmq_f32(f, vdupq_n_f32(lo)), vdupq_n_f32(hi));
+    w[t] = vmovn_s32(vcvtq_s32_f32(f));
+  }
+  return vcombine_s8(vmovn_s16(vcombine_s16(w[0], w[1])), vmovn_s16(vcombine_s16(w[2], w[3])));
+}
+BEBERT_ATTN_TARGET inline void add_codes16(int32_t* acc, B16 c) {
+  const int16x8_t l = vmovl_s8(vget_low_s8(c)), h = vmovl_high_s8(c);
+  vst1q_s32(acc, vaddq_s32(vld1q_s32(acc), vmovl_s16(vget_low_s16(l))));
+  vst1q_s32(acc + 4, vaddq_s32(vld1q_s32(acc + 4), vmovl_high_s16(l)));
+  vst1q_s32(acc + 8, vaddq_s32(vld1q_s32(acc + 8), vmovl_s16(vget_low_s16(h))));
+  vst1q_s32(acc + 12, vaddq_s32(vld1q_s32(acc + 12), vmovl_high_s16(h)));
+}
+BEBERT_ATTN_TARGET inline int32_t codes16_sum(B16 c) { return vaddlvq_s8(c); }
+BEBERT_ATTN_TARGET inline B16 b16_zero() { return vdupq_n_s8(0); }
+BEBERT_ATTN_TARGET inline B16 b16_add(B16 a, int8_t v) { return vaddq_s8(a, vdupq_n_s8(v)); }
+BEBERT_ATTN_TARGET inline void b16_store(void* p, B16 v) { vst1q_s8(static_cast<int8_t*>(p), v); }
+// out[4 e + t] = r[t][e] for e < 16, t < 4 (64 bytes)
+BEBERT_ATTN_TARGET inline void store_transposed4(int8_t* out, const B16 (&r)[4]) {
+  const int8x16_t ab_lo = vzip1q_s8(r[0], r[1]), ab_hi = vzip2q_s8(r[0], r[1]);
+  const int8x16_t cd_lo = vzip1q_s8(r[2], r[3]), cd_hi = vzip2q_s8(r[2], r[3]);
+  const auto z1 = [](int8x16_t a, int8x16_t b) {
+    return vreinterpretq_s8_s16(vzip1q_s16(vreinterpretq_s16_s8(a), vreinterpretq_s16_s8(b)));
+  };
+  const auto z2 = [](int8x16_t a, int8x16_t b) {
+    return vreinterpretq_s8_s16(vzip2q_s16(vreinterpretq_s16_s8(a), vreinterpretq_s16_s8(b)));
+  };
+  vst1q_s8(out, z1(ab_lo, cd_lo));
+  vst1q_s8(out + 16, z2(ab_lo, cd_lo));
+  vst1q_s8(out + 32, z1(ab_hi, cd_hi));
+  vst1q_s8(out + 48, z2(ab_hi, cd_hi));
+}
+#else
+using B16 = __m128i;
 // Sum of the 16 int8 codes of c: psadbw over the codes offset to unsigned, less 16 * 128.
 BEBERT_ATTN_TARGET inline int32_t codes16_sum(__m128i c) {
   const __m128i sad = _mm_sad_epu8(_mm_xor_si128(c, _mm_set1_epi8(static_cast<char>(0x80))), _mm_setzero_si128());
   return _mm_cvtsi128_si32(sad) + _mm_extract_epi16(sad, 4) - 16 * 128;
 }
+BEBERT_ATTN_TARGET inline B16 b16_zero() { return _mm_setzero_si128(); }
+BEBERT_ATTN_TARGET inline B16 b16_add(B16 a, int8_t v) { return _mm_add_epi8(a, _mm_set1_epi8(static_cast<char>(v))); }
+BEBERT_ATTN_TARGET inline void b16_store(void* p, B16 v) { _mm_storeu_si128(static_cast<__m128i*>(p), v); }
+// out[4 e + t] = r[t][e] for e < 16, t < 4 (64 bytes)
+BEBERT_ATTN_TARGET inline void store_transposed4(int8_t* out, const B16 (&r)[4]) {
+  const __m128i ab_lo = _mm_unpacklo_epi8(r[0], r[1]), ab_hi = _mm_unpackhi_epi8(r[0], r[1]);
+  const __m128i cd_lo = _mm_unpacklo_epi8(r[2], r[3]), cd_hi = _mm_unpackhi_epi8(r[2], r[3]);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi16(ab_lo, cd_lo));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_unpackhi_epi16(ab_lo, cd_lo));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32), _mm_unpacklo_epi16(ab_hi, cd_hi));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 48), _mm_unpackhi_epi16(ab_hi, cd_hi));
+}
+#endif
 
 // The packed operands of head h: q codes + off (rows of Dp16 bytes), k codes by 4 dims per column with their sums,
 // v codes by 4 keys per column with their sums over keys. Codes are computed row by row (vectorised) and written
@@ -305,21 +390,19 @@ BEBERT_ATTN_TARGET inline void pack_head(const AttentionArgs& a, size_t base, He
   s.vp.assign(static_cast<size_t>(Lp4) * Dp16, 0);
   s.ksum.assign(Lp16, 0);
   s.vsum.assign(Dp16, 0);
-  const __m128i offv = _mm_set1_epi8(static_cast<char>(-qn));
   for (int i = 0; i < L; ++i) {  // (bytes D..Dp16 of a row meet zero k codes: they add nothing)
     const float* x = a.q + base + static_cast<size_t>(i) * H;
     uint8_t* qu = s.qu.data() + static_cast<size_t>(i) * Dp16;
-    for (int d = 0; d < D; d += 16)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qu + d), _mm_add_epi8(codes16(x + d, D - d, a.step_q, lo, hi), offv));
+    for (int d = 0; d < D; d += 16) b16_store(qu + d, b16_add(codes16(x + d, D - d, a.step_q, lo, hi), static_cast<int8_t>(-qn)));
   }
   for (int j = 0; j < L; ++j) {
     const float* x = a.k + base + static_cast<size_t>(j) * H;
     int32_t sum = 0;
     for (int d = 0; d < D; d += 16) {
-      const __m128i c = codes16(x + d, D - d, a.step_k, lo, hi);
+      const B16 c = codes16(x + d, D - d, a.step_k, lo, hi);
       sum += codes16_sum(c);
       alignas(16) int32_t g4[4];
-      _mm_store_si128(reinterpret_cast<__m128i*>(g4), c);
+      b16_store(g4, c);
       for (int g = 0; g < 4 && d + 4 * g < D; ++g)
         std::memcpy(s.kp.data() + (static_cast<size_t>(d / 4 + g) * Lp16 + j) * 4, g4 + g, 4);
     }
@@ -327,20 +410,14 @@ BEBERT_ATTN_TARGET inline void pack_head(const AttentionArgs& a, size_t base, He
   }
   for (int j4 = 0; j4 < Lp4 / 4; ++j4) {
     for (int e = 0; e < D; e += 16) {
-      __m128i r[4];
+      B16 r[4];
       for (int t = 0; t < 4; ++t) {
         const int j = 4 * j4 + t;
-        r[t] = j < L ? codes16(a.v + base + static_cast<size_t>(j) * H + e, D - e, a.step_v, lo, hi) : _mm_setzero_si128();
+        r[t] = j < L ? codes16(a.v + base + static_cast<size_t>(j) * H + e, D - e, a.step_v, lo, hi) : b16_zero();
         add_codes16(s.vsum.data() + e, r[t]);
       }
       // 4 x 16 byte transpose: bytes (r0[e], r1[e], r2[e], r3[e]) for e = 0..15 in order
-      const __m128i ab_lo = _mm_unpacklo_epi8(r[0], r[1]), ab_hi = _mm_unpackhi_epi8(r[0], r[1]);
-      const __m128i cd_lo = _mm_unpacklo_epi8(r[2], r[3]), cd_hi = _mm_unpackhi_epi8(r[2], r[3]);
-      int8_t* out = s.vp.data() + (static_cast<size_t>(j4) * Dp16 + e) * 4;  // e + 16 <= Dp16: in bounds
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi16(ab_lo, cd_lo));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_unpackhi_epi16(ab_lo, cd_lo));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32), _mm_unpacklo_epi16(ab_hi, cd_hi));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 48), _mm_unpackhi_epi16(ab_hi, cd_hi));
+      store_transposed4(s.vp.data() + (static_cast<size_t>(j4) * Dp16 + e) * 4, r);  // e + 16 <= Dp16: in bounds
     }
   }
 }

@@ -4,6 +4,7 @@
 #define BEBERT_ATTN_TARGET
 #define BEBERT_ATTN_NS attn_neon
 #define BEBERT_ATTN_VEC_FLOATS 4
+#define BEBERT_ATTN_NEON 1
 #include "attention_core.h"
 
 namespace bebert {

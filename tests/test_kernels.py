@@ -89,10 +89,11 @@ def test_integer_modes_identical_across_isas_and_threads(mode, bits, sym):
 
 
 @pytest.mark.parametrize("mode,bits,sym", [m for m in MODES if m[0] != "float"])
-@pytest.mark.parametrize("m,n,k", [(1, 5, 100), (13, 130, 777), (40, 64, 384)])
+@pytest.mark.parametrize("m,n,k", [(1, 5, 100), (13, 130, 777), (40, 64, 384), (4, 40, 4500)])
 def test_tws_pair_with_shared_quantizer(mode, bits, sym, m, n, k):
     """Both TWS halves with one input quantizer take the fused one-table pass: exact against the reference and
-    bit-identical across ISA paths and thread counts."""
+    bit-identical across ISA paths and thread counts. K = 4500 (564 packed bytes per row) crosses the AVX2 kernel's
+    16-bit accumulator flush (every 512 bytes)."""
     rng = np.random.default_rng(11 + m)
     x, w, alpha, bias, steps = _case(rng, m, n, k, 2)
     steps[1] = steps[0]
@@ -151,8 +152,9 @@ def test_bench_kernels_runs_without_the_onnx_package(tmp_path):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("fill", [1.0, -1.0])
-def test_extreme_weights_and_clipped_activations(fill, isa):
-    k, n = 130, 5
+@pytest.mark.parametrize("k", [130, 4500])  # 4500: the largest table sums over more than one AVX2 flush
+def test_extreme_weights_and_clipped_activations(fill, isa, k):
+    n = 5
     x = np.full((2, k), 100.0, np.float32)
     x[1] = -100.0  # far outside the 4-bit range: clipped to qn / qp
     w = pack_bits(np.full((1, n, k), fill))

@@ -212,8 +212,7 @@ BEBERT_AVX2 void lut_tables_avx2(const int8_t* v, int G, int8_t* tables) {
     sel[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(consts.sel[r]));
   }
   const __m256i base = _mm256_set1_epi8(32);
-  int g = 0;
-  for (; g + 2 <= G; g += 2) {
+  for (int g = 0; g < G; g += 2) {  // G = 2 * RB is a multiple of 16 (row_bytes pads rows to whole 8-byte words)
     int64_t pair;
     std::memcpy(&pair, v + 4 * g, 8);
     const __m256i src = _mm256_set1_epi64x(pair);
@@ -222,12 +221,6 @@ BEBERT_AVX2 void lut_tables_avx2(const int8_t* v, int G, int8_t* tables) {
     const __m256i u = _mm256_add_epi8(_mm256_add_epi8(base, _mm256_add_epi8(t[0], t[1])), _mm256_add_epi8(t[2], t[3]));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(tables + 16 * g), u);
   }
-  for (; g < G; ++g)  // G = 2 * RB is even: never taken, kept so any G is right
-    for (int i = 0; i < 16; ++i) {
-      int u = 32;
-      for (int r = 0; r < 4; ++r) u += ((i >> r) & 1) ? v[4 * g + r] : 0;
-      tables[16 * g + i] = static_cast<int8_t>(u);
-    }
 }
 
 }  // namespace
@@ -268,8 +261,7 @@ BEBERT_AVX2 inline void lut_sums(const int8_t* const* tb, const uint8_t* wb, int
     // words: the 16-bit words of the byte sums (even row + 256 * odd row, modulo 2^16); odd: the odd rows' sums
     __m256i words[MT], odd[MT];
     for (int t = 0; t < MT; ++t) words[t] = odd[t] = _mm256_setzero_si256();
-    int p = p0;
-    for (; p + 2 <= p1; p += 2) {
+    for (int p = p0; p < p1; p += 2) {  // 2 weight bytes per step: RB is a multiple of 8 (rows are whole words)
       const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + static_cast<size_t>(p) * 32));
       const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + static_cast<size_t>(p) * 32 + 32));
       const __m256i l0 = _mm256_and_si256(w0, low), h0 = _mm256_and_si256(_mm256_srli_epi16(w0, 4), low);
@@ -279,16 +271,6 @@ BEBERT_AVX2 inline void lut_sums(const int8_t* const* tb, const uint8_t* wb, int
         const __m256i a = _mm256_add_epi8(_mm256_shuffle_epi8(tab(e), l0), _mm256_shuffle_epi8(tab(e + 16), h0));
         const __m256i b = _mm256_add_epi8(_mm256_shuffle_epi8(tab(e + 32), l1), _mm256_shuffle_epi8(tab(e + 48), h1));
         const __m256i sum = _mm256_add_epi8(a, b);
-        words[t] = _mm256_add_epi16(words[t], sum);
-        odd[t] = _mm256_add_epi16(odd[t], _mm256_srli_epi16(sum, 8));
-      }
-    }
-    if (p < p1) {  // an odd RB (rows are whole 8-byte words, so never; kept so any RB is right)
-      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + static_cast<size_t>(p) * 32));
-      const __m256i l0 = _mm256_and_si256(w0, low), h0 = _mm256_and_si256(_mm256_srli_epi16(w0, 4), low);
-      for (int t = 0; t < MT; ++t) {
-        const int8_t* e = tb[t] + 32 * p;
-        const __m256i sum = _mm256_add_epi8(_mm256_shuffle_epi8(tab(e), l0), _mm256_shuffle_epi8(tab(e + 16), h0));
         words[t] = _mm256_add_epi16(words[t], sum);
         odd[t] = _mm256_add_epi16(odd[t], _mm256_srli_epi16(sum, 8));
       }
@@ -369,7 +351,7 @@ BEBERT_AVX2 void lut_block(const LutPart& p, int RB, int t0, int nb, int N, int 
 BEBERT_AVX2 void lut_gemm_avx2(const LutPart* parts, int S, int mc, int N, int RB, int n0, int n1, const float* bias,
                                float* y) {
   // Parts in order (y = part 0, then y += part 1, then the bias: the driver's epilogue order).
-  constexpr int kTokens = 3;  // 3 x 8 accumulators + 4 nibble vectors in 16 registers (2 and 4 measured slower)
+  constexpr int kTokens = 3;  // 3 x 2 16-bit accumulators, 4 nibble vectors and the lookups in 16 registers (2 and 4 measured slower)
   for (int s = 0; s < S; ++s) {
     const float* b = s == S - 1 ? bias : nullptr;
     for (int nb = n0 / 32; nb * 32 < n1; ++nb) {

@@ -12,8 +12,8 @@ namespace bebert {
 namespace {
 
 constexpr int kLanes = 16;
-// 16 float lanes as one GCC / Clang vector (one zmm, or four xmm on the baseline target): the lane structure, and
-// so the order of every float operation, is the same on every target.
+// 16 float lanes as one GCC / Clang vector (one zmm: the AVX-512 instance; the others use Split below): the lane
+// structure, and so the order of every float operation, is the same on every target.
 typedef float Lanes16 __attribute__((vector_size(64)));
 // The same 16 lanes as P explicit vectors of 16 / P lanes: GCC 12 lowers a 64-byte vector through the stack
 // where the target has no 64-byte registers (under target("avx2") half the instructions of a row were spills,

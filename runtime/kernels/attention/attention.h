@@ -2,7 +2,7 @@
 // QuantAttention / BebertQuantAttention):
 //   qc = clamp(nearbyint(q / step_q), qn, qp)   (likewise k, v: the symmetric b-bit LSQ codes; qn = -2^(b-1))
 //   scores[h, i, j] = float(sum_d qc[i, h, d] * kc[j, h, d]) * ((step_q * step_k) / sqrt(D)) + mask_add[j]
-//   p = softmax_j(scores)                         (exp: exp_approx, ~1 ulp; times 1 / the row sum)
+//   p = softmax_j(scores)                         (exp: exp_vec, ~1 ulp; times 1 / the row sum)
 //   pmin = min of p over every head, row and column of the example (the asymmetric LSQ quantizer's minimum)
 //   u = clamp(nearbyint((p - pmin) / step_p), 0, 2^b - 1)
 //   out[i, h * D + e] = (float(sum_j u_j * vc[j, h, e]) * step_p + pmin * float(sum_j vc[j, h, e])) * step_v

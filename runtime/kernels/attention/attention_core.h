@@ -29,31 +29,6 @@ namespace BEBERT_ATTN_NS {
 
 constexpr int kLanes = 16;
 
-// exp(x) for x <= 0 (softmax after subtracting the row maximum); 0 below -87.3. Cody-Waite reduction by ln 2 in
-// two parts and Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2]: within 2 ulp of expf. n = round(x / ln 2)
-// by the 1.5 * 2^23 trick (round half to even in the default rounding mode, exact for |n| <= 2^22, as nearbyint
-// here), so that exp_vec below runs the very same float operations on a vector of the instance's width.
-BEBERT_ATTN_TARGET inline float exp_approx(float x) {
-  // Clamped into [-87.3, 0] first (NaN to -87.3), so the conversion to int below is always defined.
-  float xc = x > -87.3f ? x : -87.3f;
-  xc = xc < 0.0f ? xc : 0.0f;
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = (p * r) * r + r + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  const float y = x < -87.3f ? 0.0f : p * scale;
-  return x != x ? x : y;  // NaN stays NaN
-}
-
 // Sum of x[0..n) in a fixed order: 16 running lanes, then a pairwise tree.
 BEBERT_ATTN_TARGET inline float lane_sum(const float* x, int n) {
   float lane[kLanes] = {};
@@ -84,8 +59,13 @@ BEBERT_ATTN_TARGET inline VecF splat(float v) {
   return r;
 }
 
-// exp_approx on every lane, the same float operations in the same order (GCC 12 would not if-convert the scalar
-// function's selects into an AVX2 loop: the softmax's exp ran scalar, 70% of the AVX2 attention core).
+// exp(x) on every lane, for x <= 0 (softmax after subtracting the row maximum); 0 below -87.3. Cody-Waite
+// reduction by ln 2 in two parts and Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2]: within 2 ulp of expf.
+// n = round(x / ln 2) by the 1.5 * 2^23 trick (round half to even in the default rounding mode, exact for
+// |n| <= 2^22). Written on vectors of the instance's width (GCC 12 would not if-convert a scalar form's selects
+// into an AVX2 loop: the softmax's exp ran scalar, 70% of the AVX2 attention core); every lane runs the same float
+// operations, so every instance gives the same bits. x is clamped into [-87.3, 0] first (NaN to -87.3), so the
+// conversion to int is always defined; a NaN x stays NaN.
 BEBERT_ATTN_TARGET inline VecF exp_vec(VecF x) {
   const VecF lo = splat(-87.3f), zero = splat(0.0f), magic = splat(12582912.0f);
   VecF xc = x > lo ? x : lo;
@@ -107,7 +87,7 @@ BEBERT_ATTN_TARGET inline VecF exp_vec(VecF x) {
   return x != x ? x : y;
 }
 
-// p[j] = exp_approx(p[j] - m) for j < n, kVecFloats at a time.
+// p[j] = exp(p[j] - m) for j < n, kVecFloats at a time (the tail through a zero-padded vector).
 BEBERT_ATTN_TARGET inline void exp_shifted(float* p, int n, float m) {
   int j = 0;
   for (; j + kVecFloats <= n; j += kVecFloats) {
@@ -116,7 +96,15 @@ BEBERT_ATTN_TARGET inline void exp_shifted(float* p, int n, float m) {
     v = exp_vec(v - splat(m));
     std::memcpy(p + j, &v, sizeof v);
   }
-  for (; j < n; ++j) p[j] = exp_approx(p[j] - m);
+  if (j < n) {
+    float tail[kVecFloats] = {};
+    std::memcpy(tail, p + j, sizeof(float) * (n - j));
+    VecF v;
+    std::memcpy(&v, tail, sizeof v);
+    v = exp_vec(v - splat(m));
+    std::memcpy(tail, &v, sizeof v);
+    std::memcpy(p + j, tail, sizeof(float) * (n - j));
+  }
 }
 
 template <bool kMax>

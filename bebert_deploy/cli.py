@@ -199,7 +199,7 @@ def info(checkpoint):
               help="custom: packed-bit custom ops (our runtime library); builtin: stock ops only.")
 @click.option("--members", default=None, help="Comma-separated 0-based member indices to export (default all).")
 @click.option("--seq-len", type=int, default=None,
-              help="TFLite only: the model's fixed sequence length (default the checkpoint's max_len).")
+              help="TFLite only: write a fixed [1, L] file (default: inputs resizable up to the checkpoint's max_len).")
 @click.option("--out", "out_path", default=None, help="Output file (default: <checkpoint>/<precision>[-<ops>].<target>).")
 @friendly
 def export(checkpoint, target, precision, ops, members, seq_len, out_path):

@@ -26,8 +26,8 @@ def export(checkpoint: str | Path, out: str | Path, target: str = "onnx", precis
 
     precision: 'binary' (the ensemble, or the ``members`` subset), 'fp32' (the full-precision teacher),
     'int8' (dynamic-range int8 of the teacher). ops: 'custom' (packed-bit custom ops) or 'builtin'.
-    seq_len: the fixed sequence length of a TFLite file (default the checkpoint's max_len; ONNX files take
-    any length up to max_len).
+    seq_len: a fixed sequence length for a TFLite file (default: resizable up to the checkpoint's max_len, as
+    ONNX files take any length up to max_len).
     Returns the written path (written atomically).
     """
     from bebert_deploy.checkpoint import load_checkpoint

@@ -19,10 +19,14 @@ Baselines: precision 'fp32' (float FULLY_CONNECTED) and 'int8' (per-channel symm
 activations quantized on the fly: what TFLite's dynamic-range quantization produces for FC layers; the word
 embedding as int8 rows with a float scale per row, gathered as int8 and widened after the GATHER).
 
-Shapes are static, [1, L] with L = ``seq_len`` (default the checkpoint's max_len; TFLite models are usually fixed-shape; the
-runtime pads and runs a batch row by row). Signature ``serving_default``: inputs input_ids, attention_mask,
-token_type_ids (int64 [1, L]); outputs probs [1, K] and logits_<i> [1, K]. Metadata ``bebert`` (JSON: labels,
-max_len, task, precision, ops, bebert.json provenance) is embedded in the flatbuffer.
+Sequence length: by default the inputs are [1, L] with L resizable (shape_signature [1, -1]) up to the checkpoint's
+max_len, so a sentence runs at its own token count, as in ONNX files (LiteRT resizes the inputs; every op's output
+shape follows its inputs). The graph is lowered at two lengths and the dimensions and shape constants that differ
+are the sequence's (``_generalize_length``); the position rows come from a GATHER at CUMSUM positions, or the
+custom embedding op reads the first L rows of the whole table. ``seq_len`` instead writes a fixed [1, seq_len]
+file (the runtime pads to it). Signature ``serving_default``: inputs input_ids, attention_mask, token_type_ids
+(int64 [1, L]); outputs probs [1, K] and logits_<i> [1, K]. Metadata ``bebert`` (JSON: labels, max_len, task,
+precision, ops, seq_len, dynamic_length, bebert.json provenance) is embedded in the flatbuffer.
 """
 from __future__ import annotations
 
@@ -46,10 +50,10 @@ class TfliteLowering(Primitives):
     """The graph primitives (exporters/graph.py) as TFLite ops in a TfliteGraph (static shapes). ``ops`` =
     'custom' | 'builtin' (binary layers); ``weights`` = 'fp32' | 'int8' (storage of full-precision FC weights)."""
 
-    def __init__(self, g: TfliteGraph, ops: str, weights: str = "fp32"):
+    def __init__(self, g: TfliteGraph, ops: str, weights: str = "fp32", dynamic: bool = False):
         if ops not in ("custom", "builtin"):
             raise ValueError(f"unknown ops lowering {ops!r}; expected 'custom' or 'builtin'")
-        self.g, self.ops, self.weights = g, ops, weights
+        self.g, self.ops, self.weights, self.dynamic = g, ops, weights, dynamic
         self.tfl = g.tfl
 
     # --- elementwise ---------------------------------------------------------------------------------------
@@ -220,12 +224,20 @@ class TfliteLowering(Primitives):
 
     def embedding(self, ids, word, position, name, position_name):
         g = self.g
-        pos = g.init(position_name, position[:g.shape(ids)[1]])  # static shape: the first L rows only
         if word.table is None and self.ops == "custom":
-            # The op adds the position rows itself: its output shape then follows from its inputs' shapes,
-            # which is all LiteRT tells a custom op when it asks for output layouts.
+            # The op adds the first L rows of the position table itself: its output shape then follows from its
+            # inputs' shapes, which is all LiteRT tells a custom op when it asks for output layouts.
+            pos = g.init(position_name, position if self.dynamic else position[:g.shape(ids)[1]])
             ins = [ids, g.init(f"{name}.packed", word.packed), g.init(f"{name}.scales", word.scales), pos]
             return g.op(CUSTOM_EMBEDDING, ins, g.shape(ids) + (word.dim,), custom=CUSTOM_EMBEDDING)
+        if self.dynamic:  # rows 0..L-1 at run time: GATHER at the exclusive running count of ones
+            ones = g.binary("ADD", g.binary("MUL", ids, g.const(0, np.int64), np.int64), g.const(1, np.int64), np.int64)
+            opts = self.tfl.CumsumOptionsT()
+            opts.exclusive = True
+            at = g.op("CUMSUM", [ones, g.const(1, np.int32)], g.shape(ids), np.int64, ("CumsumOptions", opts))
+            pos = g.gather(g.init(position_name, position), at)
+        else:
+            pos = g.init(position_name, position[:g.shape(ids)[1]])  # static shape: the first L rows only
         return g.binary("ADD", self.word_embedding(ids, word, name), pos)
 
     def word_embedding(self, ids: int, spec: EmbeddingSpec, name: str) -> int:
@@ -266,18 +278,69 @@ class TfliteLowering(Primitives):
 
 
 def build_tflite(spec: EnsembleSpec, ops: str = "custom", weights: str = "fp32", seq_len: int | None = None) -> bytes:
-    """The TFLite flatbuffer (bytes) of an EnsembleSpec; see the module docstring for lowerings and signature."""
+    """The TFLite flatbuffer (bytes) of an EnsembleSpec; see the module docstring for lowerings, the resizable
+    sequence length (``seq_len`` None) or a fixed one, and the signature."""
     L = int(seq_len or spec.max_len)
     if L > spec.max_len:
         raise ValueError(f"sequence length {L} exceeds the checkpoint's max_len {spec.max_len}")
-    g = TfliteGraph()
-    inputs = {n: g.tensor(n, (1, L), g.tfl.TensorType.INT64) for n in INPUT_NAMES}
-    outputs = graph.ensemble(TfliteLowering(g, ops, weights), spec, *inputs.values())
+    dynamic = seq_len is None and L >= 2
+
+    def lower(n: int):
+        g = TfliteGraph()
+        inputs = {name: g.tensor(name, (1, n), g.tfl.TensorType.INT64) for name in INPUT_NAMES}
+        outputs = graph.ensemble(TfliteLowering(g, ops, weights, dynamic), spec, *inputs.values())
+        return g, inputs, outputs
+
+    g, inputs, outputs = lower(L)
+    if dynamic:
+        _generalize_length(g, lower(L - 1)[0])
     for name, t in outputs.items():
         g.tensors[t].name = name
     meta = dict(spec.metadata) | {"ops": ops if spec.metadata.get("precision") == "binary" else "builtin",
-                                  "weights": weights, "seq_len": str(L), "format": "bebert-tflite-1"}
+                                  "weights": weights, "seq_len": str(L), "dynamic_length": str(int(dynamic)),
+                                  "format": "bebert-tflite-1"}
     return g.serialize(inputs, outputs, meta)
+
+
+def _generalize_length(g: TfliteGraph, other: TfliteGraph) -> None:
+    """Make ``g`` (lowered at length L) resizable along the sequence, given the same graph lowered at another length:
+    every tensor dimension that differs is marked dynamic (-1 in its shape_signature, inputs included), and a shape
+    constant that differs (a RESHAPE's target, a SLICE's size) gets -1 where it differs (RESHAPE infers that dim,
+    SLICE takes the rest of the axis). Any other constant that depends on the length is an error: the file could
+    not be resized."""
+    tfl = g.tfl
+    if len(g.tensors) != len(other.tensors) or len(g.operators) != len(other.operators):
+        raise ValueError("cannot make the TFLite graph resizable: its structure depends on the sequence length")
+    shape_args: dict[int, list] = {}  # tensor index -> [(op, builtin code)] of the ops reading it as a shape
+    for o, p in zip(g.operators, other.operators):
+        if o.opcodeIndex != p.opcodeIndex or list(o.inputs) != list(p.inputs) or list(o.outputs) != list(p.outputs):
+            raise ValueError("cannot make the TFLite graph resizable: its structure depends on the sequence length")
+        code = g.codes[o.opcodeIndex].builtinCode
+        if code in (tfl.BuiltinOperator.RESHAPE, tfl.BuiltinOperator.SLICE):
+            arg = o.inputs[1 if code == tfl.BuiltinOperator.RESHAPE else 2]
+            shape_args.setdefault(arg, []).append((o, code))
+    for i, (t, u) in enumerate(zip(g.tensors, other.tensors)):
+        a, b = g.shapes[i], other.shapes[i]
+        if len(a) != len(b):
+            raise ValueError(f"cannot make the TFLite graph resizable: the rank of '{t.name}' depends on the length")
+        axes = [k for k in range(len(a)) if a[k] != b[k]]
+        if axes:
+            g.mark_dynamic(i, axes)
+        if not t.buffer:
+            continue
+        x, y = g.buffers[t.buffer].data, other.buffers[u.buffer].data
+        if np.array_equal(x, y):
+            continue
+        if i not in shape_args:
+            raise ValueError(f"cannot make the TFLite graph resizable: constant '{t.name}' depends on the sequence length")
+        xs, ys = np.frombuffer(x.tobytes(), np.int32), np.frombuffer(y.tobytes(), np.int32)
+        new = np.where(xs != ys, -1, xs).astype(np.int32)
+        g.buffers[t.buffer].data = np.frombuffer(new.tobytes(), np.uint8)
+        for op, code in shape_args[i]:
+            if code == tfl.BuiltinOperator.RESHAPE:
+                if int((xs != ys).sum()) != 1:
+                    raise ValueError(f"cannot make the TFLite graph resizable: reshape '{t.name}' has several length dims")
+                op.builtinOptions.newShape = new.tolist()
 
 
 def save_tflite(data: bytes, out: str | Path) -> Path:

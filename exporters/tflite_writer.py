@@ -2,7 +2,8 @@
 the schema bindings that ai-edge-litert ships (``ai_edge_litert.schema_py_generated``), so no TensorFlow and no
 converter are needed. Knows nothing about BERT (exporters/tflite_export.py lowers the graph onto it).
 
-Shapes are static and tracked here (``shape``), because TFLite files carry every tensor's shape.
+Shapes are tracked here (``shape``), because TFLite files carry every tensor's shape; a dimension that may change
+at run time is marked with ``mark_dynamic`` (the tensor's shape_signature then holds -1 there).
 """
 from __future__ import annotations
 
@@ -57,6 +58,14 @@ class TfliteGraph:
         self.tensors.append(t)
         self.shapes.append(tuple(int(s) for s in shape))
         return len(self.tensors) - 1
+
+    def mark_dynamic(self, t: int, axes) -> None:
+        """Declare ``axes`` of tensor ``t`` resizable: its shape_signature holds -1 there (the shape keeps the
+        length the file was written at). LiteRT resizes only inputs whose signature says so."""
+        sig = list(self.tensors[t].shape)
+        for a in axes:
+            sig[a] = -1
+        self.tensors[t].shapeSignature = sig
 
     def init(self, name: str, arr: np.ndarray) -> int:
         arr = np.ascontiguousarray(arr)

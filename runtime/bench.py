@@ -217,8 +217,8 @@ def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progres
             ex = read_tsv(cfg.data, get_task(task_name), cfg.data_limit)
             for i, w in enumerate(tqdm(workers, desc="accuracy", disable=not progress, leave=False)):
                 acc[i] = _metrics(w.info["task"], w.call("predict", (ex.text_a, ex.text_b)), ex.labels)
-            # Latency on the task's real sentences, one at a time (batch 1), interleaved: ONNX files run each at its
-            # own token length, TFLite files at their fixed length.
+            # Latency on the task's real sentences, one at a time (batch 1), interleaved: each at its own token
+            # length (ONNX and resizable TFLite files; fixed-length TFLite files at theirs).
             n_real = min(len(ex.text_a), cfg.real_sentences)
             for j in tqdm(range(n_real), desc="real sentences", disable=not progress, leave=False):
                 for i, w in enumerate(workers):
@@ -266,7 +266,7 @@ def print_table(res: dict) -> None:
     t = Table(title=title)
     real = any("real_p50_ms" in r for r in res["rows"])
     cols = ["model", "MB", "x smaller", "p50 ms", "p90 ms", "p99 ms", "x latency", "seq/s", "RSS MB", "metric"]
-    if real:  # bench --data: latency over the task's sentences at their own length (ONNX) / the file's (TFLite)
+    if real:  # bench --data: latency over the task's sentences at their own length (fixed TFLite files: theirs)
         cols[7:7] = ["real p50 ms", "real tokens"]
     for col in cols:
         t.add_column(col, justify="right")

@@ -94,6 +94,7 @@ class LiteRtCustomRunner:
                                         ctypes.c_char_p, ctypes.c_size_t]
         L.bebert_litert_io_bytes.restype = ctypes.c_size_t
         L.bebert_litert_io_bytes.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        L.bebert_litert_resize.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
         L.bebert_litert_close.argtypes = [ctypes.c_void_p]
         L.bebert_litert_isa.restype = ctypes.c_char_p
         self.isa = L.bebert_litert_isa().decode()
@@ -108,21 +109,39 @@ class LiteRtCustomRunner:
             raise ModelError(f"{path}: LiteRT cannot run the model: {err.value.decode(errors='replace')}"
                              f"{_last_error(log)}")
         self._h = h
-        # The runner copies whole LiteRT buffers into and out of our arrays: their sizes and counts must be exactly
-        # those of the signature read from the file (io_bytes is 0 past the last tensor).
-        for is_input, tensors in ((1, inputs), (0, outputs)):
-            sizes = [int(np.prod(t.shape)) * t.dtype.itemsize for t in tensors] + [0]
-            for i, (t, want) in enumerate(zip(tensors + [None], sizes)):
-                if L.bebert_litert_io_bytes(h, is_input, i) != want:
-                    self.close()
-                    what = f"{'input' if is_input else 'output'} {t.name if t else i}"
-                    raise ModelError(f"{path}: LiteRT's buffer for {what} does not match the file's signature")
+        self._err = err
+        self._check_buffers(inputs)
         self._out = [np.empty(t.shape, t.dtype) for t in outputs]
         self._out_ptrs = (ctypes.c_void_p * len(outputs))(*[a.ctypes.data for a in self._out])
-        self._err = err
+        self._length = inputs[0].shape[-1] if inputs else 0
+
+    def _check_buffers(self, inputs: list[TensorInfo]) -> None:
+        """The runner copies whole LiteRT buffers into and out of our arrays: their sizes and counts must be exactly
+        those of the signature (inputs at their current shapes; io_bytes is 0 past the last tensor)."""
+        for is_input, tensors in ((1, inputs), (0, self.outputs)):
+            sizes = [int(np.prod(t.shape)) * t.dtype.itemsize for t in tensors] + [0]
+            for i, (t, want) in enumerate(zip(tensors + [None], sizes)):
+                if self.lib.bebert_litert_io_bytes(self._h, is_input, i) != want:
+                    self.close()
+                    what = f"{'input' if is_input else 'output'} {t.name if t else i}"
+                    raise ModelError(f"{self.path}: LiteRT's buffer for {what} does not match the file's signature")
+
+    def resize(self, length: int) -> None:
+        """Resize every input to [1, length] (files with a resizable sequence length only)."""
+        with captured_stderr() as log:
+            failed = self.lib.bebert_litert_resize(self._h, int(length), self._err, 512)
+        if failed:
+            raise ModelError(f"{self.path}: LiteRT cannot run the model at length {length}: "
+                             f"{self._err.value.decode(errors='replace')}{_last_error(log)}")
+        self._length = int(length)
+        self._check_buffers([TensorInfo(t.name, t.shape[:-1] + (int(length),), t.dtype) for t in self.inputs])
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        ins = [np.ascontiguousarray(a, t.dtype).reshape(t.shape) for a, t in zip(arrays, self.inputs)]
+        """Inputs [1, n] in signature order (n != the file's length needs a resizable file)."""
+        n = np.shape(arrays[0])[-1]
+        if n != self._length:
+            self.resize(n)
+        ins = [np.ascontiguousarray(a, t.dtype).reshape(t.shape[:-1] + (n,)) for a, t in zip(arrays, self.inputs)]
         ptrs = (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
         if self.lib.bebert_litert_run(self._h, ptrs, self._out_ptrs, self._err, 512):
             raise ModelError(f"{self.path}: LiteRT run failed: {self._err.value.decode(errors='replace')}")
@@ -159,8 +178,12 @@ class LiteRtInterpreterRunner:
         self.isa = "xnnpack"
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Inputs [1, n] in signature order; the signature runner resizes the inputs when n changes (an error for
+        a fixed-length file at another length)."""
         try:
-            out = self._runner(**{t.name: np.ascontiguousarray(a, t.dtype).reshape(t.shape) for a, t in zip(arrays, self.inputs)})
+            n = np.shape(arrays[0])[-1]
+            out = self._runner(**{t.name: np.ascontiguousarray(a, t.dtype).reshape(t.shape[:-1] + (n,))
+                                  for a, t in zip(arrays, self.inputs)})
             return [out[t.name] for t in self.outputs]
         except Exception as e:
             raise ModelError(f"{self.path}: the TFLite interpreter failed to run the model: {one_line(e)}") from None

@@ -43,7 +43,8 @@ class Session:
 
     Session(path, threads=2) loads a .onnx file (with our op library registered) or a .tflite file (custom-op
     files run in LiteRT's compiled model with our kernels, stock files in the TFLite interpreter; TFLite files
-    have a fixed [1, L] shape, so rows are run one by one, padded to L). Loading a model with the three BERT
+    run rows one by one, each at the feed's length when the file is resizable (the default export), else padded
+    to the file's fixed L). Loading a model with the three BERT
     inputs ends with one warm-up run on a [1, max_len] input, so a file whose custom nodes have bad attributes or
     constants fails here, naming the node. ``parallel_members=True`` runs an ONNX ensemble's members side by side
     (ORT's parallel executor, threads // members threads per op) when threads >= 2; by default they run one after
@@ -56,7 +57,7 @@ class Session:
                  parallel_members: bool = False):
         self.path = Path(model_path)
         self._parallel = parallel_members
-        self.dynamic_length = self.path.suffix.lower() == ".onnx"  # TFLite files have a fixed [1, L] shape
+        self.dynamic_length = self.path.suffix.lower() == ".onnx"  # and TFLite files exported resizable (below)
         self.parallel_members = 1  # members run side by side (ONNX files with several members, threads >= 2)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
@@ -172,16 +173,21 @@ class Session:
         self.output_names = [t.name for t in info.outputs]
         self.input_names = [t.name for t in info.inputs]
         L = info.inputs[0].shape[1]
+        # Files exported with a resizable length (metadata dynamic_length = 1) run each row at the feed's length;
+        # older and --seq-len files pad every row to their fixed L.
+        self.dynamic_length = info.metadata.get("dynamic_length") == "1"
 
         def run(feed):
             n, seq = feed["input_ids"].shape
             if seq > L:
-                raise self._error(f"sequence length {seq} exceeds the file's fixed length {L}")
+                raise self._error(f"sequence length {seq} exceeds the file's {'maximum' if self.dynamic_length else 'fixed'}"
+                                  f" length {L}")
+            width = seq if self.dynamic_length else L
             results = []
             for r in range(n):
                 row = []
                 for t in info.inputs:
-                    a = np.zeros((1, L), np.int64)
+                    a = np.zeros((1, width), np.int64)
                     a[0, :seq] = feed[t.name][r]
                     row.append(a)
                 results.append(runner.run(row))
@@ -199,8 +205,8 @@ class Session:
 
     def encode(self, texts: list[str], pairs: list[str] | None = None, seq_len: int | None = None) -> dict[str, np.ndarray]:
         """Tokenize to int64 [n, L]: L = seq_len when given; else the longest text of the batch for ONNX files
-        (dynamic length: a short sentence costs what its tokens cost, as in training's dynamic padding) and
-        the model's max_len for TFLite files (fixed shape). Warns when texts are truncated."""
+        and resizable TFLite files (dynamic length: a short sentence costs what its tokens cost, as in training's
+        dynamic padding), the model's max_len for fixed-length TFLite files. Warns when texts are truncated."""
         from bebert_deploy.tokenizer import encode
 
         n = seq_len or self.max_len
@@ -238,7 +244,8 @@ class Session:
         """(labels, probs): predicted label strings and class probabilities float32 [n, K] (scores for regression).
         ONNX files run each text at its own token length: texts of equal length share a batch, so no text is
         padded and no prediction depends on the other texts (padding moves the per-example minimum of the
-        asymmetric activation quantizers). TFLite files run every text at the file's fixed length."""
+        asymmetric activation quantizers); so do resizable TFLite files. Fixed-length TFLite files run every text
+        at the file's length."""
         if not len(texts):
             raise ValueError("no texts to predict")
         if self.dynamic_length:

@@ -1,7 +1,8 @@
 """TFLite export parity: custom-op files in LiteRT with our kernels, stock (INT4) files in the TFLite interpreter,
-fp32 / int8 baselines, against the PyTorch models and the ONNX exports. TFLite files have a fixed [1, L] shape
-and run row by row, so references are computed row by row too (the asymmetric LSQ quantizer of the attention
-probabilities takes its minimum over the whole tensor, i.e. over the batch)."""
+fp32 / int8 baselines, against the PyTorch models and the ONNX exports. TFLite files run row by row (at the
+feed's length when resizable, the default; padded to L when exported with a fixed seq_len), so references are
+computed row by row too (the asymmetric LSQ quantizer of the attention probabilities takes its minimum over the
+whole tensor, i.e. over the batch)."""
 import json
 from pathlib import Path
 from dataclasses import replace
@@ -198,6 +199,62 @@ def test_signature_metadata_and_short_inputs(tiny_ckpt, tmp_path):
     with pytest.raises(ValueError, match="exceeds the checkpoint's max_len"):
         export(tiny_ckpt, tmp_path / "long.tflite", "tflite", seq_len=17)
     assert not (tmp_path / "long.tflite").exists()
+
+
+def _signature_shapes(path):
+    """(shape, shape_signature) of each signature input of a .tflite file."""
+    from ai_edge_litert import schema_py_generated as tfl
+
+    m = tfl.Model.GetRootAs(Path(path).read_bytes(), 0)
+    sg, sig = m.Subgraphs(0), m.SignatureDefs(0)
+    ts = [sg.Tensors(sig.Inputs(i).TensorIndex()) for i in range(sig.InputsLength())]
+    return [(t.ShapeAsNumpy().tolist(), t.ShapeSignatureAsNumpy().tolist() if t.ShapeSignatureLength() else None)
+            for t in ts]
+
+
+@pytest.mark.parametrize("precision,ops", [("binary", "custom"), ("binary", "builtin"), ("fp32", "builtin"),
+                                           ("int8", "builtin")])
+def test_resizable_length_matches_onnx(tiny_ckpt, tmp_path, precision, ops):
+    """Default TFLite exports take any length up to max_len: each row runs at the feed's own length and gives
+    what the ONNX file (dynamic axes) gives at that length, for lengths met in any order (LiteRT resizes back
+    and forth)."""
+    ck = load_checkpoint(tiny_ckpt)
+    p = export(tiny_ckpt, tmp_path / "m.tflite", "tflite", precision, ops)
+    assert _signature_shapes(p) == [([1, 16], [1, -1])] * 3
+    assert read_tflite(p).metadata["dynamic_length"] == "1"
+    s = Session(p, threads=2)
+    assert s.dynamic_length
+    onnx_s = Session(export(tiny_ckpt, tmp_path / "m.onnx", "onnx", precision, ops if precision == "binary" else "builtin"),
+                     threads=2)
+    # custom ops: the same kernels in both runtimes; stock files: XNNPACK's and ORT's own float / int8 kernels
+    tol = {"custom": 1e-6, "builtin": 1e-3}[ops]
+    for seq in (5, 16, 1, 9, 5):
+        ids, mask, types = _inputs(ck.members[0].arch.vocab_size, n=4, seq=seq, seed=seq)
+        f = _feed(ids, mask, types)
+        got = s.run(f)["probs"]
+        want = np.concatenate([onnx_s.run({k: v[r:r + 1] for k, v in f.items()})["probs"] for r in range(4)])
+        assert got.shape == want.shape and np.abs(got - want).max() <= tol, seq
+    with pytest.raises(ValueError, match="exceeds"):
+        s.run(_feed(*_inputs(ck.members[0].arch.vocab_size, n=4, seq=17)))
+    if precision == "binary" and ops == "custom":  # predict runs each text at its own length, as ONNX files do
+        texts = ["good", "a long and winding but ultimately rewarding film", "bad plot"]
+        assert np.abs(s.predict(texts)[1] - onnx_s.predict(texts)[1]).max() <= tol
+
+
+def test_length_dependent_constant_is_refused(tiny_ckpt, monkeypatch):
+    """A lowering whose constants (other than shape arguments) depend on the length cannot be made resizable:
+    the export says so instead of writing a file that breaks at another length."""
+    from bebert_deploy.exporters import tflite_export as te
+
+    def fixed_rows(self, ids, word, position, name, position_name):  # the fixed-length lowering's position slice
+        g = self.g
+        return g.binary("ADD", self.word_embedding(ids, word, name), g.init(position_name, position[:g.shape(ids)[1]]))
+
+    monkeypatch.setattr(te.TfliteLowering, "embedding", fixed_rows)
+    spec = ensemble_spec(load_checkpoint(tiny_ckpt), [0])
+    with pytest.raises(ValueError, match="constant 'm0.position' depends on the sequence length"):
+        build_tflite(spec, "builtin")
+    assert build_tflite(spec, "builtin", seq_len=16)  # a fixed length needs no generalization
 
 
 def test_kernel_errors_are_reported(tiny_ckpt, tmp_path):

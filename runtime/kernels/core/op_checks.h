@@ -159,13 +159,13 @@ inline std::string run_linear(const LinearPlan& p, const Tensor& x, const Tensor
 struct EmbeddingPlan {
   int64_t n = 0;  // number of ids
   int S = 0, D = 0;
-  int64_t V = 0, L = 0;  // L = rows of the added base table (0: none)
+  int64_t V = 0, L = 0;  // L = positions per row of ids (ids' last dim) when a base table is added, else 0
   std::vector<int64_t> out_dims;  // ids' dims + [D]
 };
 
 // ids int64 [...] with every id in [0, V); table uint8 [S, V, row_bytes(D)] with S >= 1; scales float [S, V];
-// D from the `dim` attribute (ONNX) or from base. base (LiteRT only, else null): float [L, D], added to each
-// position, so ids' last dim must be L.
+// D from the `dim` attribute (ONNX) or from base. base (LiteRT only, else null): float [P, D], row p added at
+// position p, so ids' last dim L must be <= P (a resizable file carries all max_len position rows).
 inline std::string check_embedding(const Tensor& ids, const Tensor& table, const Tensor& scales, const Tensor* base,
                                    int64_t dim, EmbeddingPlan* plan) {
   if (ids.type != DType::kI64) return "ids must be int64";
@@ -189,13 +189,14 @@ inline std::string check_embedding(const Tensor& ids, const Tensor& table, const
   if (n * dim > INT32_MAX) return "output is too large";
   int64_t L = 0;
   if (base) {
-    L = base->dims[0];
-    if (ids.dims.empty() || ids.dims.back() != L)
-      return "shape mismatch: ids " + dims_str(ids.dims) + " must end in L = " + std::to_string(L) + " (the rows of base)";
+    if (ids.dims.empty() || ids.dims.back() < 1 || ids.dims.back() > base->dims[0])
+      return "shape mismatch: ids " + dims_str(ids.dims) + " must end in L <= " + std::to_string(base->dims[0]) +
+             " (the rows of base)";
+    L = ids.dims.back();
   }
   if ((n && !ids.data) || !table.data || !scales.data || (base && !base->data)) return "an input has no data";
   if (!all_finite(static_cast<const float*>(scales.data), S * V)) return "scales holds NaN or inf";
-  if (base && !all_finite(static_cast<const float*>(base->data), L * dim)) return "base holds NaN or inf";
+  if (base && !all_finite(static_cast<const float*>(base->data), base->dims[0] * dim)) return "base holds NaN or inf";
   const auto* id = static_cast<const int64_t*>(ids.data);
   for (int64_t i = 0; i < n; ++i)
     if (id[i] < 0 || id[i] >= V)

@@ -72,6 +72,8 @@ struct Api {
   int (*UnlockTensorBuffer)(Handle);
   void (*DestroyTensorBuffer)(Handle);
   int (*RunCompiledModel)(Handle, size_t, size_t, Handle*, size_t, Handle*);
+  // (compiled model, signature index, input index, dims, rank): strict resize of an input whose signature dim is -1
+  int (*CompiledModelResizeInputTensor)(Handle, size_t, size_t, const int*, size_t);
 };
 
 }  // namespace litert

@@ -52,6 +52,7 @@ struct Session {
   Handle env = nullptr, model = nullptr, options = nullptr, compiled = nullptr;
   std::vector<Handle> inputs, outputs;
   std::vector<size_t> input_bytes, output_bytes;
+  std::vector<RankedType> input_types, output_types;  // as the signature declares them (before any resize)
   OpState linear{this, OpKind::kLinear}, embedding{this, OpKind::kEmbedding}, attention{this, OpKind::kAttention},
       layer_norm{this, OpKind::kLayerNorm};
   int threads = 1;
@@ -268,6 +269,7 @@ std::string load_api(const char* lib_path) {
   bind(lib, "LiteRtUnlockTensorBuffer", a.UnlockTensorBuffer, missing);
   bind(lib, "LiteRtDestroyTensorBuffer", a.DestroyTensorBuffer, missing);
   bind(lib, "LiteRtRunCompiledModel", a.RunCompiledModel, missing);
+  bind(lib, "LiteRtCompiledModelResizeInputTensor", a.CompiledModelResizeInputTensor, missing);
   if (!missing.empty()) return std::string(lib_path) + " lacks LiteRT C API functions: " + missing;
   g_api_ok = true;
   return "";
@@ -289,6 +291,31 @@ void close_session(Session* s) {
 
 void set_error(char* err, size_t len, const std::string& msg) {
   if (err && len) std::snprintf(err, len, "%s", msg.c_str());
+}
+
+// (Re)creates the input and output buffers from the compiled model's current requirements and the signature types
+// (with ``length`` as the last dim of every input when > 0: the sequence length after a resize).
+bool make_buffers(Session* s, int length = 0) {
+  const Api& a = *s->api;
+  for (Handle b : s->inputs) if (b) a.DestroyTensorBuffer(b);
+  for (Handle b : s->outputs) if (b) a.DestroyTensorBuffer(b);
+  s->inputs.clear(), s->outputs.clear(), s->input_bytes.clear(), s->output_bytes.clear();
+  for (int io = 0; io < 2; ++io) {
+    const auto& types = io == 0 ? s->input_types : s->output_types;
+    for (size_t i = 0; i < types.size(); ++i) {
+      RankedType type = types[i];
+      if (io == 0 && length > 0 && type.layout.rank() > 0) type.layout.dims[type.layout.rank() - 1] = length;
+      Handle req = nullptr, buf = nullptr;
+      size_t bytes = 0;
+      const int st = io == 0 ? a.GetCompiledModelInputBufferRequirements(s->compiled, 0, i, &req)
+                             : a.GetCompiledModelOutputBufferRequirements(s->compiled, 0, i, &req);
+      if (st != kOk || a.CreateManagedTensorBufferFromRequirements(s->env, &type, req, &buf) != kOk) return false;
+      (io == 0 ? s->inputs : s->outputs).push_back(buf);
+      if (a.GetTensorBufferSize(buf, &bytes) != kOk) return false;
+      (io == 0 ? s->input_bytes : s->output_bytes).push_back(bytes);
+    }
+  }
+  return true;
 }
 
 int run_session(Session* s, const void* const* in, void* const* out, char* err, size_t errlen) {
@@ -368,19 +395,14 @@ BEBERT_EXPORT int bebert_litert_open(const char* litert_lib, const char* model_p
   for (int io = 0; io < 2; ++io) {
     const size_t n = io == 0 ? n_in : n_out;
     for (size_t i = 0; i < n; ++i) {
-      Handle tensor = nullptr, req = nullptr, buf = nullptr;
+      Handle tensor = nullptr;
       RankedType type{};
-      const int st1 = io == 0 ? a.GetSignatureInputTensorByIndex(sig, i, &tensor) : a.GetSignatureOutputTensorByIndex(sig, i, &tensor);
-      const int st2 = io == 0 ? a.GetCompiledModelInputBufferRequirements(s->compiled, 0, i, &req)
-                              : a.GetCompiledModelOutputBufferRequirements(s->compiled, 0, i, &req);
-      size_t bytes = 0;
-      if (st1 != kOk || st2 != kOk || a.GetRankedTensorType(tensor, &type) != kOk ||
-          a.CreateManagedTensorBufferFromRequirements(s->env, &type, req, &buf) != kOk || a.GetTensorBufferSize(buf, &bytes) != kOk)
-        return fail("cannot create the model's input/output buffers");
-      (io == 0 ? s->inputs : s->outputs).push_back(buf);
-      (io == 0 ? s->input_bytes : s->output_bytes).push_back(bytes);
+      const int st = io == 0 ? a.GetSignatureInputTensorByIndex(sig, i, &tensor) : a.GetSignatureOutputTensorByIndex(sig, i, &tensor);
+      if (st != kOk || a.GetRankedTensorType(tensor, &type) != kOk) return fail("cannot read the model's signature tensors");
+      (io == 0 ? s->input_types : s->output_types).push_back(type);
     }
   }
+  if (!make_buffers(s)) return fail("cannot create the model's input/output buffers");
   // Warm-up run on zeros: a missing kernel or a kernel error shows here, at load, not at the first prediction.
   std::vector<std::vector<uint8_t>> zin, zout;
   std::vector<const void*> pin;
@@ -404,6 +426,24 @@ BEBERT_EXPORT size_t bebert_litert_io_bytes(void* h, int is_input, int i) {
 // Copies the inputs in (signature order, each io_bytes long), runs, copies the outputs out; 0 on success.
 BEBERT_EXPORT int bebert_litert_run(void* h, const void* const* inputs, void* const* outputs, char* err, size_t errlen) {
   return run_session(static_cast<Session*>(h), inputs, outputs, err, errlen);
+}
+
+// Resizes every input to [1, length] (files exported with a dynamic sequence length: signature dims [1, -1]) and
+// recreates the buffers; 0 on success. Buffers are then io_bytes long for the new length.
+BEBERT_EXPORT int bebert_litert_resize(void* h, int length, char* err, size_t errlen) {
+  auto* s = static_cast<Session*>(h);
+  const Api& a = *s->api;
+  if (length < 1) return set_error(err, errlen, "sequence length must be >= 1"), 1;
+  const int dims[2] = {1, length};
+  for (size_t i = 0; i < s->input_types.size(); ++i) {
+    if (s->input_types[i].layout.rank() != 2) return set_error(err, errlen, "resizable inputs must have rank 2"), 1;
+    const int st = a.CompiledModelResizeInputTensor(s->compiled, 0, i, dims, 2);
+    if (st != kOk)
+      return set_error(err, errlen, "LiteRT cannot resize input " + std::to_string(i) + " to [1, " + std::to_string(length) +
+                                        "] (status " + std::to_string(st) + "; a fixed-length file?)"), 1;
+  }
+  if (!make_buffers(s, length)) return set_error(err, errlen, "cannot recreate the buffers after a resize"), 1;
+  return 0;
 }
 
 BEBERT_EXPORT void bebert_litert_close(void* h) { close_session(static_cast<Session*>(h)); }

@@ -1,0 +1,87 @@
+"""Where a member loses the teacher's reach: in-domain dev and cross-domain accuracy after every step of the
+binary start (issue 16, item 7), from one trained teacher.
+
+    python scripts/xdomain_stages.py --teacher CKPT_DIR --xdomain FILE.tsv [--out results/xdomain_stages.json]
+                                     [--data-dir DIR] [--extra-text none|NAMES|FILE.txt]
+
+Steps, each scored on the task's dev split and on the cross-domain TSV (which no step trains on):
+teacher -> its word table binarized with nothing retrained (how much the 1-bit table alone loses) -> width-pruned
+(no training) -> pruned and distilled (fp32, half width) -> ternary W2-E2-A4 (trained) -> TWS binary split
+(no training yet; the members start here). The chain is the one ``train_bebert`` runs (same functions, same
+config defaults), so the numbers say which step to fix. Nothing here chooses a model on the cross-domain set.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", required=True, help="checkpoint folder holding a full-precision teacher")
+    ap.add_argument("--xdomain", required=True, help="TSV in the task's layout from another domain")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--extra-text", default="none")
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--out", default="results/xdomain_stages.json")
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from bebert_deploy.config import TrainConfig
+    from bebert_deploy.data.tasks import read_tsv
+    from bebert_deploy.io import atomic_path
+    from bebert_deploy.training import pipeline as P
+    from bebert_deploy.training.loop import evaluate_logits, predict_logits
+    from bebert_deploy.training.prune import prune_width, with_quant
+    from bebert_deploy.training.tws import tws_split
+
+    cfg = TrainConfig(teacher=a.teacher, data_dir=a.data_dir, extra_text=a.extra_text, augment=0, seed=a.seed,
+                      batch_size=32)
+    run = P._Run(cfg)
+    P._train_teacher(run)
+    xdom = P.tensorize(read_tsv(Path(a.xdomain), run.task), run.task, run.tokenizer, cfg.max_len)
+    rows: list[dict] = []
+
+    def score(name: str, model, t0: float) -> None:
+        model.eval()
+        r = {"step": name, "seconds": round(time.perf_counter() - t0, 1)}
+        for split, data in (("dev", run.dev), ("xdomain", xdom)):
+            r[split] = evaluate_logits(run.task, predict_logits(model, data, 256), data.labels.numpy())["accuracy"]
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+
+    t0 = time.perf_counter()
+    score("teacher", run.teacher, t0)
+    score("teacher, 1-bit word table (not retrained)",
+          with_quant(run.teacher, replace(run.teacher.quant, embed_mode="binary")), t0)
+    pick = torch.randperm(len(run.train), generator=torch.Generator().manual_seed(a.seed))[:8 * cfg.batch_size]
+    batches = [run.train.batch(pick[s:s + cfg.batch_size], run.device, trim=True)
+               for s in range(0, len(pick), cfg.batch_size)]
+    half, run.teacher_heads = prune_width(run.teacher, batches, cfg.width, run.task.is_regression)
+    t0 = time.perf_counter()
+    score("half width, pruned (not retrained)", half, t0)
+    for p in half.parameters():
+        p.requires_grad_(True)
+    t0 = time.perf_counter()
+    run.fit(half, run.kd_data(), run.spec(cfg.half_distill_epochs, cfg.teacher_lr * 2, "pred", "half-fp", 11))
+    score("half width, distilled (fp32)", half, t0)
+    q = cfg.quant
+    ternary = with_quant(half, replace(q, weight_mode="ternary", embed_mode="ternary", split=False))
+    t0 = time.perf_counter()
+    run.fit(ternary, run.kd_data(), run.spec(cfg.ternary_epochs, cfg.lr, "pred", "ternary", 0))
+    score("ternary W2-E2-A4 (trained)", ternary, t0)
+    t0 = time.perf_counter()
+    score("TWS binary W1-E1-A4 (split, not retrained)", tws_split(ternary.cpu()), t0)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps({"teacher": a.teacher, "xdomain": a.xdomain, "config": cfg.to_dict(),
+                                   "threads": torch.get_num_threads(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

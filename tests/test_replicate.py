@@ -82,3 +82,31 @@ def test_diversity_stats_on_hand_made_logits():
     assert d["ensemble_acc"] == [0.75, 0.75, 0.75]
     assert d["equal_weight_acc"] == [0.75, 0.75, 1.0]
     assert d["oracle_acc"] == 1.0 and d["disagree_with_0"] == [0.0, 0.5, 0.5]
+
+
+def test_pair_gains_on_hand_made_runs():
+    """Two seeds' teachers and members on 4 sentences: the gain of each pair's equal vote over its better model
+    (chosen on dev), grouped by pair kind."""
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("grid_report", ROOT / "scripts/grid_report.py")
+    gr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gr)
+    gold = [0, 1, 1, 0]
+    soft = {0: [0.6, 0.0], 1: [0.0, 0.6]}  # a weakly held right answer
+
+    def lg(*ok):  # confident logits (3 for the chosen class), right where ok[i] else wrong
+        return [[3.0 * (c == (g if o else 1 - g)) for c in (0, 1)] for g, o in zip(gold, ok)]
+
+    def run(seed, teacher, m0, m1):
+        L = {f"{s}/{n}": v for s in ("dev", "test") for n, v in (("teacher", teacher), ("m0", m0), ("m1", m1))}
+        return {"mode": "indep-noextra", "seed": seed, "gold": {"dev": gold, "test": gold}, "logits": L}
+
+    t1, t2 = lg(1, 1, 1, 0), lg(1, 1, 1, 0)  # the same mistake: nothing to gain
+    a = lg(1, 1, 1, 0)
+    b = [soft[0], soft[1], soft[1], soft[0]]  # right everywhere, weakly: a's confident error on sentence 4 wins
+    g = gr.pair_gains([run(1, t1, a, a), run(2, t2, b, a)])
+    assert [x["gain"] for x in g["members of one teacher"]] == [0.0, -0.25]
+    assert [x["gain"] for x in g["two full-precision teachers"]] == [0.0]
+    assert len(g["members of different teachers"]) == 4
+    assert gr.pair_gains([run(1, t1, a, a)]) == {}  # one seed: no pairs across teachers

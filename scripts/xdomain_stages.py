@@ -8,7 +8,9 @@ Steps, each scored on the task's dev split and on the cross-domain TSV (which no
 teacher -> its word table binarized with nothing retrained (how much the 1-bit table alone loses) -> width-pruned
 (no training) -> pruned and distilled (fp32, half width) -> ternary W2-E2-A4 (trained) -> TWS binary split
 (no training yet; the members start here). The chain is the one ``train_bebert`` runs (same functions, same
-config defaults), so the numbers say which step to fix. Nothing here chooses a model on the cross-domain set.
+config defaults), so the numbers say which step to fix. ``--ablations`` then trains the quantized step again from
+the same distilled half-width model with one part of the quantization left out at a time (float word table;
+float weights with 4-bit activations; 8-bit activations). Nothing here chooses a model on the cross-domain set.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ def main(argv=None) -> None:
     ap.add_argument("--extra-text", default="none")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", default="results/xdomain_stages.json")
+    ap.add_argument("--ablations", action="store_true", help="also the quantized step with one part left out")
+    ap.add_argument("--skip-main", action="store_true", help="with --ablations: skip the ternary and TWS steps")
     a = ap.parse_args(argv)
 
     import torch
@@ -70,12 +74,20 @@ def main(argv=None) -> None:
     run.fit(half, run.kd_data(), run.spec(cfg.half_distill_epochs, cfg.teacher_lr * 2, "pred", "half-fp", 11))
     score("half width, distilled (fp32)", half, t0)
     q = cfg.quant
-    ternary = with_quant(half, replace(q, weight_mode="ternary", embed_mode="ternary", split=False))
-    t0 = time.perf_counter()
-    run.fit(ternary, run.kd_data(), run.spec(cfg.ternary_epochs, cfg.lr, "pred", "ternary", 0))
-    score("ternary W2-E2-A4 (trained)", ternary, t0)
-    t0 = time.perf_counter()
-    score("TWS binary W1-E1-A4 (split, not retrained)", tws_split(ternary.cpu()), t0)
+    steps = [] if a.skip_main else [("ternary W2-E2-A4 (trained)", replace(q, weight_mode="ternary", embed_mode="ternary"))]
+    if a.ablations:
+        steps += [("ternary W2, float word table, A4 (trained)", replace(q, weight_mode="ternary", embed_mode="fp")),
+                  ("float weights and word table, A4 (trained)", replace(q, weight_mode="fp", embed_mode="fp")),
+                  ("ternary W2-E2, A8 (trained)", replace(q, weight_mode="ternary", embed_mode="ternary", act_bits=8))]
+    for name, qc in steps:
+        model = with_quant(half, replace(qc, split=False))
+        t0 = time.perf_counter()
+        run.fit(model, run.kd_data(), run.spec(cfg.ternary_epochs, cfg.lr, "pred", name, 0))
+        score(name, model, t0)
+        if name.startswith("ternary W2-E2-A4"):
+            t0 = time.perf_counter()
+            score("TWS binary W1-E1-A4 (split, not retrained)", tws_split(model.cpu()), t0)
+            model.to(run.device)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

@@ -243,8 +243,10 @@ struct Call {
   Isa isa = Isa::kScalar;
   bool relu = false;
   Part parts[2];
-  // Tables of all M tokens built before the tasks (when several tasks share a token chunk), else nullptr.
+  // Tables of all M tokens built before the tasks (when several tasks share a token chunk), else nullptr; with
+  // them, on AVX2, each token's table constant (lut_token_consts_avx2), so no task recomputes it.
   int8_t* shared_tables[2] = {nullptr, nullptr};
+  int32_t* shared_tconst[2] = {nullptr, nullptr};
 };
 
 // Epilogue of rows [n0, n1) for tokens [0, mc): y = sum_s alpha_s * val_s + bias, halves in order (the same float
@@ -299,6 +301,7 @@ void relu_tile(float* y, int N, int mc, int n0, int n1) {
 struct Scratch {
   std::vector<int8_t> tables[2];
   std::vector<int8_t> shared_tables[2];  // the caller's: every task of one call reads them
+  std::vector<int32_t> shared_tconst[2];
   std::vector<uint64_t> planes[2];
   std::vector<int32_t> usum[2];
   std::vector<int32_t> tconst[2];  // AVX2 table-lookup constants of this task's tokens
@@ -376,6 +379,8 @@ void run_task(const Call& c, int m0, int m1, int n0, int n1) {
       const int32_t* tc = nullptr;  // AVX2's offset tables need one constant per token
       if (avx2 && p.shares_tables_with >= 0) {
         tc = ap[p.shares_tables_with].tconst;
+      } else if (avx2 && c.shared_tconst[s]) {
+        tc = c.shared_tconst[s] + m0;
       } else if (avx2) {
         int32_t* t = scratch(sc.tconst[s], mc);
         lut_token_consts_avx2(tabs[s], mc, G, t);
@@ -490,15 +495,20 @@ void run(Call& c) {
       const Part& p = c.parts[s];
       if (!is_lut(p.path) || p.shares_tables_with >= 0) continue;
       c.shared_tables[s] = scratch(sc.shared_tables[s], static_cast<size_t>(M) * G16);
+      if (p.path == Path::kAvx2Lut) c.shared_tconst[s] = scratch(sc.shared_tconst[s], M);
     }
     if (c.shared_tables[0] || c.shared_tables[1]) {
       struct Tables { const Call* c; int G16; } tp{&c, G16};
       parallel_for(M, c.threads, [&tp](int m) {
         const Call& c = *tp.c;
         for (int s = 0; s < c.S; ++s)
-          if (c.shared_tables[s])
-            tables_fn(c.parts[s], c.isa)(c.x + static_cast<size_t>(m) * c.K, c.K, c.parts[s].rq,
-                                         c.shared_tables[s] + static_cast<size_t>(m) * tp.G16);
+          if (c.shared_tables[s]) {
+            int8_t* t = c.shared_tables[s] + static_cast<size_t>(m) * tp.G16;
+            tables_fn(c.parts[s], c.isa)(c.x + static_cast<size_t>(m) * c.K, c.K, c.parts[s].rq, t);
+#if defined(__x86_64__)
+            if (c.shared_tconst[s]) lut_token_consts_avx2(t, 1, tp.G16 / 16, c.shared_tconst[s] + m);
+#endif
+          }
       });
     }
   }

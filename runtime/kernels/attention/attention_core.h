@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "../core/thread_pool.h"
@@ -29,23 +30,10 @@ namespace BEBERT_ATTN_NS {
 
 constexpr int kLanes = 16;
 
-// Sum of x[0..n) in a fixed order: 16 running lanes, then a pairwise tree.
-BEBERT_ATTN_TARGET inline float lane_sum(const float* x, int n) {
-  float lane[kLanes] = {};
-  int j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int t = 0; t < kLanes; ++t) lane[t] += x[j + t];
-  for (int t = 0; j + t < n; ++t) lane[t] += x[j + t];
-  for (int w = kLanes / 2; w >= 1; w /= 2)
-    for (int t = 0; t < w; ++t) lane[t] += lane[t + w];
-  return lane[0];
-}
-
-// max / min of x[0..n) (n >= 1): 16 running lanes (lane t sees x[j] for j = t mod 16), then lane 0 takes the
-// tail and the lanes are folded in order. The lanes are held in vectors of BEBERT_ATTN_VEC_FLOATS floats (GCC /
-// Clang vector extensions, the instance's native width; 1 in the scalar reference): with plain arrays GCC 12
-// kept these loops scalar (a conditional it would not if-convert). `v > l ? v : l` per lane is exactly the
-// scalar select (and maxps) on every ISA, so every instance gives the same result.
+// The softmax row keeps 16 running lanes (lane t sees x[j] for j = t mod 16) held in vectors of
+// BEBERT_ATTN_VEC_FLOATS floats (GCC / Clang vector extensions, the instance's native width; 1 in the scalar
+// reference): with plain arrays GCC 12 kept these loops scalar or folded the lanes through the stack. Every lane
+// runs the same float operations on every ISA, so every instance gives the same result.
 #ifndef BEBERT_ATTN_VEC_FLOATS
 #define BEBERT_ATTN_VEC_FLOATS 1
 #endif
@@ -87,49 +75,109 @@ BEBERT_ATTN_TARGET inline VecF exp_vec(VecF x) {
   return x != x ? x : y;
 }
 
-// p[j] = exp(p[j] - m) for j < n, kVecFloats at a time (the tail through a zero-padded vector).
-BEBERT_ATTN_TARGET inline void exp_shifted(float* p, int n, float m) {
-  int j = 0;
-  for (; j + kVecFloats <= n; j += kVecFloats) {
-    VecF v;
-    std::memcpy(&v, p + j, sizeof v);
-    v = exp_vec(v - splat(m));
-    std::memcpy(p + j, &v, sizeof v);
-  }
-  if (j < n) {
-    float tail[kVecFloats] = {};
-    std::memcpy(tail, p + j, sizeof(float) * (n - j));
-    VecF v;
-    std::memcpy(&v, tail, sizeof v);
-    v = exp_vec(v - splat(m));
-    std::memcpy(tail, &v, sizeof v);
-    std::memcpy(p + j, tail, sizeof(float) * (n - j));
-  }
+template <int W, int... I>
+BEBERT_ATTN_TARGET inline VecF lanes_from(VecF v, std::integer_sequence<int, I...>) {
+  return __builtin_shufflevector(v, v, ((I + W) % kVecFloats)...);  // lane i takes lane i + W (the rest: don't care)
 }
 
-template <bool kMax>
-BEBERT_ATTN_TARGET inline float lane_extreme(const float* x, int n) {
-  VecF lane[kVecs];
-  for (int u = 0; u < kVecs; ++u)
-    for (int t = 0; t < kVecFloats; ++t) lane[u][t] = x[0];
-  int j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int u = 0; u < kVecs; ++u) {
-      VecF v;
-      std::memcpy(&v, x + j + u * kVecFloats, sizeof v);
-      lane[u] = kMax ? (v > lane[u] ? v : lane[u]) : (v < lane[u] ? v : lane[u]);
-    }
-  float m = lane[0][0];
-  for (; j < n; ++j) m = kMax ? (x[j] > m ? x[j] : m) : (x[j] < m ? x[j] : m);
-  lane[0][0] = m;
-  for (int t = 1; t < kLanes; ++t) {
-    const float l = lane[t / kVecFloats][t % kVecFloats];
-    m = kMax ? (l > m ? l : m) : (l < m ? l : m);
-  }
-  return m;
+// The 16 lanes folded pairwise, lane t = op(lane t, lane t + w) for w = 8, 4, 2, 1, in vector operations (vector
+// halves, then shuffles within one vector): the fixed order of the row sums on every instance.
+template <typename Op>
+BEBERT_ATTN_TARGET inline float fold_lanes(VecF (&l)[kVecs], Op op) {
+  for (int w = kVecs / 2; w >= 1; w /= 2)
+    for (int u = 0; u < w; ++u) l[u] = op(l[u], l[u + w]);
+  VecF v = l[0];
+  constexpr auto idx = std::make_integer_sequence<int, kVecFloats>{};
+  if constexpr (kVecFloats >= 16) v = op(v, lanes_from<8>(v, idx));
+  if constexpr (kVecFloats >= 8) v = op(v, lanes_from<4>(v, idx));
+  if constexpr (kVecFloats >= 4) v = op(v, lanes_from<2>(v, idx));
+  if constexpr (kVecFloats >= 2) v = op(v, lanes_from<1>(v, idx));
+  return v[0];
 }
-BEBERT_ATTN_TARGET inline float lane_max(const float* x, int n) { return lane_extreme<true>(x, n); }
-BEBERT_ATTN_TARGET inline float lane_min(const float* x, int n) { return lane_extreme<false>(x, n); }
+
+BEBERT_ATTN_TARGET inline VecF load_vec(const float* x) {
+  VecF v;
+  std::memcpy(&v, x, sizeof v);
+  return v;
+}
+
+// First n (< kVecFloats) floats of x, +0 in the other lanes.
+BEBERT_ATTN_TARGET inline VecF load_part(const float* x, int n) {
+  float t[kVecFloats] = {};
+  std::memcpy(t, x, sizeof(float) * n);
+  return load_vec(t);
+}
+
+BEBERT_ATTN_TARGET inline void store_part(float* x, VecF v, int n) {
+  float t[kVecFloats];
+  std::memcpy(t, &v, sizeof v);
+  std::memcpy(x, t, sizeof(float) * n);
+}
+
+// One softmax row of L >= 1 scores, in three passes over p (float [L]):
+//   p[j] = float(acc[j]) * scale + mask[j], and their maximum m;
+//   p[j] = exp_vec(p[j] - m), summed in 16 running lanes (lane t takes j = t mod 16 in order) and fold_lanes;
+//   p[j] = p[j] * (1 / sum), and their minimum (returned).
+// Maximum and minimum are exact in any order (the inputs are finite: checked by the op), so they fold the same way.
+struct MaxOp {
+  BEBERT_ATTN_TARGET VecF operator()(VecF a, VecF b) const { return b > a ? b : a; }
+};
+struct MinOp {
+  BEBERT_ATTN_TARGET VecF operator()(VecF a, VecF b) const { return b < a ? b : a; }
+};
+struct AddOp {
+  BEBERT_ATTN_TARGET VecF operator()(VecF a, VecF b) const { return a + b; }
+};
+
+BEBERT_ATTN_TARGET inline float softmax_row(const int32_t* acc, const float* mask, float scale, int L, float* p) {
+  const MaxOp vmax;
+  const MinOp vmin;
+  const AddOp vadd;
+  VecF lane[kVecs];
+  int j = 0;
+  for (int u = 0; u < kVecs; ++u) lane[u] = splat(-INFINITY);
+  for (; j + kVecFloats <= L; j += kVecFloats) {
+    VecI a;
+    std::memcpy(&a, acc + j, sizeof a);
+    const VecF v = __builtin_convertvector(a, VecF) * splat(scale) + load_vec(mask + j);
+    std::memcpy(p + j, &v, sizeof v);
+    lane[0] = vmax(lane[0], v);
+  }
+  float m = fold_lanes(lane, vmax);
+  for (; j < L; ++j) {
+    p[j] = static_cast<float>(acc[j]) * scale + mask[j];
+    m = p[j] > m ? p[j] : m;
+  }
+  for (int u = 0; u < kVecs; ++u) lane[u] = splat(0.0f);
+  j = 0;
+  for (; j + kLanes <= L; j += kLanes)
+    for (int u = 0; u < kVecs; ++u) {
+      const VecF v = exp_vec(load_vec(p + j + u * kVecFloats) - splat(m));
+      std::memcpy(p + j + u * kVecFloats, &v, sizeof v);
+      lane[u] = lane[u] + v;
+    }
+  for (int u = 0; j + u * kVecFloats < L; ++u) {  // the tail: lanes 0 .. L - j - 1, +0 added to the others
+    const int o = j + u * kVecFloats, n = std::min(kVecFloats, L - o);
+    VecF v = exp_vec(load_part(p + o, n) - splat(m));
+    store_part(p + o, v, n);
+    v = load_part(p + o, n);
+    lane[u] = lane[u] + v;
+  }
+  const float inv_total = 1.0f / fold_lanes(lane, vadd);
+  for (int u = 0; u < kVecs; ++u) lane[u] = splat(INFINITY);
+  j = 0;
+  for (; j + kVecFloats <= L; j += kVecFloats) {
+    const VecF v = load_vec(p + j) * splat(inv_total);
+    std::memcpy(p + j, &v, sizeof v);
+    lane[0] = vmin(lane[0], v);
+  }
+  float mn = fold_lanes(lane, vmin);
+  for (; j < L; ++j) {
+    p[j] = p[j] * inv_total;
+    mn = p[j] < mn ? p[j] : mn;
+  }
+  return mn;
+}
 
 // clamp(nearbyint(v), lo, hi) as float (NaN gives lo, so the integer conversion after it is always defined);
 // written as two selects so that loops over it vectorise.
@@ -467,14 +515,7 @@ BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head&
           for (int j = 0; j < L; ++j) acc[j] += qv * kr[j];
       }
     }
-    float* p = s.probs.data() + static_cast<size_t>(i) * L;
-    for (int j = 0; j < L; ++j) p[j] = static_cast<float>(acc[j]) * score_scale + mask[j];
-    const float m = lane_max(p, L);
-    exp_shifted(p, L, m);
-    const float total = lane_sum(p, L);
-    const float inv_total = 1.0f / total;
-    for (int j = 0; j < L; ++j) p[j] = p[j] * inv_total;
-    const float row_min = lane_min(p, L);
+    const float row_min = softmax_row(acc, mask, score_scale, L, s.probs.data() + static_cast<size_t>(i) * L);
     head_min = row_min < head_min ? row_min : head_min;
   }
   s.min = head_min;

@@ -108,10 +108,11 @@ class Primitives:
         ``fake_quant``)."""
         raise NotImplementedError
 
-    def linear_relu(self, x, spec: LinearSpec, name: str):
-        """relu(linear(x)): the FFN's first layer. Lowerings whose binary linear op fuses the ReLU into its output
-        (runtime/OPS.md, the ``relu`` attribute) override this; the rest spell it as ``linear`` then ``activation``."""
-        return self.activation(self.linear(x, spec, name), "relu")
+    def binary_linear(self, x, spec: LinearSpec, name: str, relu: bool):
+        """A binary layer as the lowering's packed-bit linear op (runtime/OPS.md), max(y, 0) fused into its output
+        when ``relu``; None when this lowering writes binary layers with stock ops (then ``linear`` and
+        ``activation`` spell the layer out)."""
+        raise NotImplementedError
 
     def embedding(self, ids, word: EmbeddingSpec, position: np.ndarray, name: str, position_name: str):
         """ids int64 [B, L] -> word rows of ``ids`` plus the first L rows of ``position`` float32 [max_len, H]:
@@ -149,6 +150,13 @@ def fake_quant(low: Primitives, x, act: ActSpec, part: int = 0):
     return low.add(low.mul(low.clip(low.round(low.div(low.sub(x, mn), step)), qn, qp), step), mn)
 
 
+def linear_relu(low: Primitives, x, spec: LinearSpec, name: str):
+    """relu(linear(x)), the FFN's first layer: one packed-bit op with the ReLU fused where the lowering has one
+    (a binary layer with custom ops), else ``linear`` then ``activation``."""
+    y = low.binary_linear(x, spec, name, relu=True) if spec.binary else None
+    return y if y is not None else low.activation(low.linear(x, spec, name), "relu")
+
+
 def fusable_attention(layer: LayerSpec) -> bool:
     """Softmax attention with symmetric LSQ q/k/v and an asymmetric LSQ probability quantizer of one bit width
     (BinaryBERT's A4 layer): what the fused QuantAttention op computes."""
@@ -183,7 +191,7 @@ def encoder_layer(low: Primitives, layer: LayerSpec, m: MemberSpec, h, mask_add,
         ctx = low.reshape(low.transpose(low.matmul(probs, v), [0, 2, 1, 3]), [0, 0, -1])
     h = low.add_layer_norm(low.linear(ctx, layer.attn_out, name + "attn_out"), h, layer.ln_attn, m.eps, name + "ln_attn")
     if m.hidden_act == "relu":
-        inner = low.linear_relu(h, layer.ffn_in, name + "ffn_in")
+        inner = linear_relu(low, h, layer.ffn_in, name + "ffn_in")
     else:
         inner = low.activation(low.linear(h, layer.ffn_in, name + "ffn_in"), m.hidden_act)
     return low.add_layer_norm(low.linear(inner, layer.ffn_out, name + "ffn_out"), h, layer.ln_ffn, m.eps, name + "ln_ffn")

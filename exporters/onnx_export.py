@@ -169,18 +169,16 @@ class OnnxLowering(Primitives):
         return g.op("Sub", [g.const(1.0), g.op("Mul", [g.op("Cast", [cut], to=TensorProto.FLOAT), g.const(2.0)])])
 
     def binary_linear(self, x, spec, name, relu: bool):
-        """One `bebert.BinaryLinear` node over the packed bits (runtime/OPS.md), the ReLU fused when ``relu``."""
+        """One `bebert.BinaryLinear` node over the packed bits (runtime/OPS.md), the ReLU fused when ``relu``; None with
+        ``ops='builtin'`` (stock ops only)."""
+        if self.ops != "custom":
+            return None
         g = self.g
         extra = {"relu": 1} if relu else {}  # absent = 0, so files without a fused ReLU read as before
         return g.op("BinaryLinear", [x, g.init(f"{name}.packed", spec.packed), g.init(f"{name}.alpha", spec.alpha),
                                      g.init(f"{name}.bias", spec.bias), g.init(f"{name}.steps", spec.act.steps)],
                     name=name, domain=CUSTOM_DOMAIN, act_mode=spec.act.code, act_bits=spec.act.bits,
                     act_symmetric=int(spec.act.symmetric), **extra)
-
-    def linear_relu(self, x, spec, name):
-        if self.ops == "custom" and spec.binary:
-            return self.binary_linear(x, spec, name, relu=True)
-        return super().linear_relu(x, spec, name)
 
     def linear(self, x, spec, name):
         g = self.g

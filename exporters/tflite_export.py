@@ -159,18 +159,16 @@ class TfliteLowering(Primitives):
                     ("FullyConnectedOptions", opts))
 
     def binary_linear(self, x, spec, name, relu: bool):
-        """One `BebertBinaryFC` custom op over the packed bits (runtime/OPS.md), the ReLU fused when ``relu``."""
+        """One `BebertBinaryFC` custom op over the packed bits (runtime/OPS.md), the ReLU fused when ``relu``; None with
+        ``ops='builtin'`` (stock ops only)."""
+        if self.ops != "custom":
+            return None
         g = self.g
         # the op's scalar arguments travel as one int32 constant input (K, act mode, bits, symmetric, relu)
         params = np.array([spec.k, spec.act.code, spec.act.bits, int(spec.act.symmetric), int(relu)], np.int32)
         ins = [x, g.init(f"{name}.packed", spec.packed), g.init(f"{name}.alpha", spec.alpha),
                g.init(f"{name}.bias", spec.bias), g.init(f"{name}.steps", spec.act.steps), g.const(params, np.int32)]
         return g.op(CUSTOM_LINEAR, ins, g.shape(x)[:-1] + (spec.n,), custom=CUSTOM_LINEAR)
-
-    def linear_relu(self, x, spec, name):
-        if self.ops == "custom" and spec.binary:
-            return self.binary_linear(x, spec, name, relu=True)
-        return super().linear_relu(x, spec, name)
 
     def linear(self, x, spec, name):
         g = self.g

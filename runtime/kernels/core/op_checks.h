@@ -196,7 +196,8 @@ inline std::string check_embedding(const Tensor& ids, const Tensor& table, const
   }
   if ((n && !ids.data) || !table.data || !scales.data || (base && !base->data)) return "an input has no data";
   if (!all_finite(static_cast<const float*>(scales.data), S * V)) return "scales holds NaN or inf";
-  if (base && !all_finite(static_cast<const float*>(base->data), base->dims[0] * dim)) return "base holds NaN or inf";
+  // only the rows this call adds: a resizable file carries max_len rows, short inputs read few of them
+  if (base && !all_finite(static_cast<const float*>(base->data), L * dim)) return "base holds NaN or inf";
   const auto* id = static_cast<const int64_t*>(ids.data);
   for (int64_t i = 0; i < n; ++i)
     if (id[i] < 0 || id[i] >= V)

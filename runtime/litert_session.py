@@ -131,6 +131,7 @@ class LiteRtCustomRunner:
         with captured_stderr() as log:
             failed = self.lib.bebert_litert_resize(self._h, int(length), self._err, 512)
         if failed:
+            self._length = -1  # the buffers may be half rebuilt: the next run resizes again whatever its length
             raise ModelError(f"{self.path}: LiteRT cannot run the model at length {length}: "
                              f"{self._err.value.decode(errors='replace')}{_last_error(log)}")
         self._length = int(length)

@@ -241,6 +241,22 @@ def test_resizable_length_matches_onnx(tiny_ckpt, tmp_path, precision, ops):
         assert np.abs(s.predict(texts)[1] - onnx_s.predict(texts)[1]).max() <= tol
 
 
+def test_fixed_length_file_refuses_a_resize_and_keeps_running(tiny_ckpt, tmp_path):
+    """A --seq-len file has static inputs: LiteRT refuses to resize it (one clear error), and the runner still
+    runs it at its own length afterwards with the same outputs (its buffers are rebuilt, not left half-made)."""
+    from bebert_deploy.runtime.errors import ModelError
+
+    p = export(tiny_ckpt, tmp_path / "fixed.tflite", "tflite", "binary", "custom", seq_len=12)
+    assert _signature_shapes(p) == [([1, 12], None)] * 3
+    runner = Session(p)._litert
+    feed = [np.full((1, 12), 7, np.int64), np.ones((1, 12), np.int64), np.zeros((1, 12), np.int64)]
+    before = runner.run(feed)
+    with pytest.raises(ModelError, match="cannot run the model at length 5"):
+        runner.resize(5)
+    after = runner.run(feed)
+    assert all(np.array_equal(x, y) for x, y in zip(before, after))
+
+
 def test_length_dependent_constant_is_refused(tiny_ckpt, monkeypatch):
     """A lowering whose constants (other than shape arguments) depend on the length cannot be made resizable:
     the export says so instead of writing a file that breaks at another length."""

@@ -320,6 +320,8 @@ bool make_buffers(Session* s, int length = 0) {
 
 int run_session(Session* s, const void* const* in, void* const* out, char* err, size_t errlen) {
   const Api* a = s->api;
+  if (s->inputs.size() != s->input_types.size() || s->outputs.size() != s->output_types.size())
+    return set_error(err, errlen, "the model's buffers are not ready (a failed resize): resize again"), 1;
   for (size_t i = 0; i < s->inputs.size(); ++i) {
     void* p = nullptr;
     if (a->LockTensorBuffer(s->inputs[i], &p, kLockWrite) != kOk || !p) return set_error(err, errlen, "cannot lock an input buffer"), 1;

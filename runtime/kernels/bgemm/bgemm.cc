@@ -459,6 +459,9 @@ void run(Call& c) {
   const auto fused = [](Path p) { return p == Path::kAvx2Lut || p == Path::kAvx512Lut || p == Path::kAvx512Sign; };
   bool one_fused = fused(c.parts[0].path);
   for (int s = 1; s < c.S; ++s) one_fused = one_fused && c.parts[s].path == c.parts[0].path;
+  // The asymmetric quantizers' offset is the minimum of x, whatever their step: found once per call for both halves.
+  bool have_min = false;
+  float x_min = 0.0f;
   for (int s = 0; s < c.S; ++s) {
     Part& p = c.parts[s];
     if (!one_fused && fused(p.path)) p.path = Path::kCounts;
@@ -467,8 +470,9 @@ void run(Call& c) {
         p.shares_tables_with = t;
     if (p.q.mode == ActMode::kInt && p.q.bits <= 4) p.c = p.rq.qn + (1 << (p.q.bits - 1));
     if (p.q.mode == ActMode::kInt && !p.q.symmetric) {
-      p.rq.offset = (p.shares_tables_with >= 0) ? c.parts[p.shares_tables_with].rq.offset
-                                               : parallel_min(c.x, static_cast<size_t>(M) * K, c.threads);
+      if (!have_min) x_min = parallel_min(c.x, static_cast<size_t>(M) * K, c.threads);
+      have_min = true;
+      p.rq.offset = x_min;
     }
     const Layout layout = p.path == Path::kAvx512Lut    ? Layout::kQuads64
                           : p.path == Path::kAvx512Sign ? Layout::kWords8

@@ -307,12 +307,13 @@ def _generalize_length(g: TfliteGraph, other: TfliteGraph) -> None:
     SLICE takes the rest of the axis). Any other constant that depends on the length is an error: the file could
     not be resized."""
     tfl = g.tfl
-    if len(g.tensors) != len(other.tensors) or len(g.operators) != len(other.operators):
+    same_ops = len(g.operators) == len(other.operators) and all(
+        (o.opcodeIndex, list(o.inputs), list(o.outputs)) == (p.opcodeIndex, list(p.inputs), list(p.outputs))
+        for o, p in zip(g.operators, other.operators))
+    if len(g.tensors) != len(other.tensors) or not same_ops:
         raise ValueError("cannot make the TFLite graph resizable: its structure depends on the sequence length")
     shape_args: dict[int, list] = {}  # tensor index -> [(op, builtin code)] of the ops reading it as a shape
-    for o, p in zip(g.operators, other.operators):
-        if o.opcodeIndex != p.opcodeIndex or list(o.inputs) != list(p.inputs) or list(o.outputs) != list(p.outputs):
-            raise ValueError("cannot make the TFLite graph resizable: its structure depends on the sequence length")
+    for o in g.operators:
         code = g.codes[o.opcodeIndex].builtinCode
         if code in (tfl.BuiltinOperator.RESHAPE, tfl.BuiltinOperator.SLICE):
             arg = o.inputs[1 if code == tfl.BuiltinOperator.RESHAPE else 2]

@@ -57,7 +57,6 @@ class Session:
                  parallel_members: bool = False):
         self.path = Path(model_path)
         self._parallel = parallel_members
-        self.dynamic_length = self.path.suffix.lower() == ".onnx"  # and TFLite files exported resizable (below)
         self.parallel_members = 1  # members run side by side (ONNX files with several members, threads >= 2)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
@@ -131,6 +130,7 @@ class Session:
             except Exception as e:  # ORT raises its own exception types (not subclasses of ValueError/RuntimeError)
                 raise self._error(f"ONNX Runtime cannot load the model: {_ort_message(e)}") from None
 
+        self.dynamic_length = True  # ONNX files take any length up to max_len
         self._sess = load(self.threads, 1)
         members = sum(o.name.startswith("logits_") for o in self._sess.get_outputs())
         if self._parallel and members > 1 and self.threads > 1:

@@ -11,8 +11,10 @@ same teacher (a step met twice keeps its first row).
 Steps, each scored on the task's dev split and on the cross-domain TSV (which no step trains on):
 teacher -> its word table binarized with nothing retrained (how much the 1-bit table alone loses) -> width-pruned
 (no training) -> pruned and distilled (fp32, half width) -> ternary W2-E2-A4 (trained) -> TWS binary split
-(no training yet; the members start here). The chain is the one ``train_bebert`` runs (same functions, same
-config defaults), so the numbers say which step to fix. ``--ablations`` then trains the quantized step again from
+(no training yet; the members start here). The steps call the functions ``train_bebert``'s binary start calls
+(prune_width, fit, with_quant, tws_split) with the same config defaults, spelled out here so that each step's
+model can be scored; only the 8 pruning batches are drawn differently (torch's generator, seeded), so the models
+match a pipeline run's in recipe, not bit for bit. The numbers say which step to fix. ``--ablations`` then trains the quantized step again from
 the same distilled half-width model with one part of the quantization left out at a time (float word table;
 float weights with 4-bit activations; 8-bit activations). Nothing here chooses a model on the cross-domain set.
 """

@@ -25,7 +25,8 @@ shape follows its inputs). The graph is lowered at two lengths and the dimension
 are the sequence's (``_generalize_length``); the position rows come from a GATHER at CUMSUM positions, or the
 custom embedding op reads the first L rows of the whole table. ``seq_len`` instead writes a fixed [1, seq_len]
 file (the runtime pads to it). Signature ``serving_default``: inputs input_ids, attention_mask, token_type_ids
-(int64 [1, L]); outputs probs [1, K] and logits_<i> [1, K]. Metadata ``bebert`` (JSON: labels, max_len, task,
+(int64 [1, L]); outputs probs [1, K] and logits_<i> [1, K]; ensembles also carry signatures ``member_<i>`` and
+``vote`` over the same operators (``member_signatures``: members side by side on their own threads). Metadata ``bebert`` (JSON: labels, max_len, task,
 precision, ops, seq_len, dynamic_length, bebert.json provenance) is embedded in the flatbuffer.
 """
 from __future__ import annotations
@@ -297,7 +298,20 @@ def build_tflite(spec: EnsembleSpec, ops: str = "custom", weights: str = "fp32",
     meta = dict(spec.metadata) | {"ops": ops if spec.metadata.get("precision") == "binary" else "builtin",
                                   "weights": weights, "seq_len": str(L), "dynamic_length": str(int(dynamic)),
                                   "format": "bebert-tflite-1"}
-    return g.serialize(inputs, outputs, meta)
+    return g.serialize(inputs, outputs, meta, member_signatures(outputs, inputs))
+
+
+def member_signatures(outputs: dict[str, int], inputs: dict[str, int]) -> dict:
+    """For an ensemble of several members, signatures ``member_<i>`` (the file's inputs -> ``logits_<i>``) and
+    ``vote`` (every ``logits_<i>`` -> ``probs``) over the same operators and constants as ``serving_default``: a
+    runtime with a thread per member runs the members side by side and then the file's own vote. {} for one
+    member."""
+    logits = {k: t for k, t in outputs.items() if k.startswith("logits_")}
+    if len(logits) < 2:
+        return {}
+    parts = {f"member_{k.removeprefix('logits_')}": (inputs, {k: t}) for k, t in logits.items()}
+    parts["vote"] = (logits, {"probs": outputs["probs"]})
+    return parts
 
 
 def _generalize_length(g: TfliteGraph, other: TfliteGraph) -> None:

@@ -1,4 +1,5 @@
-"""A generic TFLite flatbuffer writer: one subgraph of tensors, constant buffers and operators, serialized with
+"""A generic TFLite flatbuffer writer: one graph of tensors, constant buffers and operators (plus signatures over
+parts of it, e.g. one per ensemble member, that share its constants), serialized with
 the schema bindings that ai-edge-litert ships (``ai_edge_litert.schema_py_generated``), so no TensorFlow and no
 converter are needed. Knows nothing about BERT (exporters/tflite_export.py lowers the graph onto it).
 
@@ -152,24 +153,72 @@ class TfliteGraph:
         """numpy dtype of tensor ``t``."""
         return numpy_dtypes()[self.tensors[t].type]
 
-    def serialize(self, inputs: dict[str, int], outputs: dict[str, int], metadata: dict) -> bytes:
-        """The finished model as flatbuffer bytes (file identifier TFL3, schema version 3)."""
+    def _subgraph(self, name: str, inputs: dict[str, int], outputs: dict[str, int], whole: bool):
+        """(SubGraphT, SignatureDefT) of signature ``name``: the whole graph, or (``whole`` False) only the operators
+        that ``outputs`` need when ``inputs`` are given, with their tensors renumbered. Tensors and constant buffers
+        are shared with the whole graph (a buffer is referenced, never copied), so such a signature adds operator
+        and tensor tables only."""
+        import copy
+
         tfl = self.tfl
+        if whole:
+            tensors, operators, index = self.tensors, self.operators, {i: i for i in range(len(self.tensors))}
+        else:
+            producer = {o.outputs[0]: o for o in self.operators}
+            stop, needed, stack, seen = set(inputs.values()), set(), list(outputs.values()), set()
+            while stack:
+                t = stack.pop()
+                if t in seen or t in stop:
+                    continue
+                seen.add(t)
+                op = producer.get(t)
+                if op is None:
+                    if not self.tensors[t].buffer:
+                        raise ValueError(f"signature {name}: tensor '{self.tensors[t].name}' is not computed from its inputs")
+                    continue
+                needed.add(id(op))
+                stack.extend(i for i in op.inputs if i >= 0)
+            kept = [o for o in self.operators if id(o) in needed]  # the whole graph's order is topological
+            used = sorted(set(inputs.values()) | set(outputs.values())
+                          | {i for o in kept for i in [*o.inputs, *o.outputs] if i >= 0})
+            index = {t: k for k, t in enumerate(used)}
+            tensors = [self.tensors[t] for t in used]
+            operators = []
+            for o in kept:
+                c = copy.copy(o)
+                c.inputs = [index[i] if i >= 0 else -1 for i in o.inputs]
+                c.outputs = [index[i] for i in o.outputs]
+                operators.append(c)
         sg = tfl.SubGraphT()
-        sg.tensors, sg.operators, sg.name = self.tensors, self.operators, "main"
-        sg.inputs, sg.outputs = list(inputs.values()), list(outputs.values())
-        sig = tfl.SignatureDefT()
-        sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+        sg.tensors, sg.operators, sg.name = tensors, operators, name
+        sg.inputs, sg.outputs = [index[i] for i in inputs.values()], [index[i] for i in outputs.values()]
 
         def tmap(items):
             out = []
             for n, i in items.items():
                 m = tfl.TensorMapT()
-                m.name, m.tensorIndex = n, i
+                m.name, m.tensorIndex = n, index[i]
                 out.append(m)
             return out
 
+        sig = tfl.SignatureDefT()
+        sig.signatureKey = name
         sig.inputs, sig.outputs = tmap(inputs), tmap(outputs)
+        return sg, sig
+
+    def serialize(self, inputs: dict[str, int], outputs: dict[str, int], metadata: dict,
+                  parts: dict[str, tuple[dict[str, int], dict[str, int]]] | None = None) -> bytes:
+        """The finished model as flatbuffer bytes (file identifier TFL3, schema version 3). Signature
+        ``serving_default`` (subgraph 0) maps ``inputs`` to ``outputs``; each entry of ``parts`` adds a signature of
+        that name computing its outputs (tensors of this graph) from its inputs with the operators between them,
+        sharing every constant with subgraph 0."""
+        tfl = self.tfl
+        subgraphs, sigs = [], []
+        for k, (name, (ins, outs)) in enumerate({"serving_default": (inputs, outputs), **(parts or {})}.items()):
+            sg, sig = self._subgraph("main" if k == 0 else name, ins, outs, whole=k == 0)
+            sig.signatureKey, sig.subgraphIndex = name, k
+            subgraphs.append(sg)
+            sigs.append(sig)
         meta_buf = tfl.BufferT()
         meta_buf.data = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
         self.buffers.append(meta_buf)
@@ -177,8 +226,8 @@ class TfliteGraph:
         md.name, md.buffer = METADATA_NAME, len(self.buffers) - 1
         model = tfl.ModelT()
         model.version, model.description = 3, "bebert-deploy"
-        model.operatorCodes, model.subgraphs, model.buffers = self.codes, [sg], self.buffers
-        model.metadata, model.signatureDefs = [md], [sig]
+        model.operatorCodes, model.subgraphs, model.buffers = self.codes, subgraphs, self.buffers
+        model.metadata, model.signatureDefs = [md], sigs
         # Constant data are written first, each vector aligned to _ALIGN bytes, and handed to the object API as
         # offsets: the generated Pack would align them to 1 byte only.
         builder = flatbuffers.Builder(1024 + sum(len(b.data) + _ALIGN for b in self.buffers if b.data is not None))

@@ -82,20 +82,23 @@ class LiteRtCustomRunner:
     argument checks included: LiteRT ignores their status, so the library keeps its own error flag) raise
     ModelError."""
 
-    def __init__(self, path: Path, threads: int, inputs: list[TensorInfo], outputs: list[TensorInfo]):
+    def __init__(self, path: Path, threads: int, inputs: list[TensorInfo], outputs: list[TensorInfo], signature: int = 0):
         self.lib = ctypes.CDLL(str(litert_ops_library()))
         L = self.lib
         L.bebert_litert_layout_size.restype = ctypes.c_size_t
         if L.bebert_litert_layout_size() != 68:
             raise RuntimeError("the bebert LiteRT op library was built with an unexpected LiteRtLayout size")
-        L.bebert_litert_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
-                                         ctypes.c_char_p, ctypes.c_size_t]
+        L.bebert_litert_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int,
+                                         ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]
         L.bebert_litert_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p),
                                         ctypes.c_char_p, ctypes.c_size_t]
         L.bebert_litert_io_bytes.restype = ctypes.c_size_t
         L.bebert_litert_io_bytes.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         L.bebert_litert_resize.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
         L.bebert_litert_close.argtypes = [ctypes.c_void_p]
+        L.bebert_litert_run_parallel.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+                                                 ctypes.POINTER(ctypes.POINTER(ctypes.c_void_p)),
+                                                 ctypes.POINTER(ctypes.POINTER(ctypes.c_void_p)), ctypes.c_char_p, ctypes.c_size_t]
         L.bebert_litert_isa.restype = ctypes.c_char_p
         self.isa = L.bebert_litert_isa().decode()
         self.path, self.inputs, self.outputs = path, inputs, outputs
@@ -104,7 +107,7 @@ class LiteRtCustomRunner:
         lib = str(litert_library()).encode()
         with captured_stderr() as log:
             verify_flatbuffer(path)
-            failed = L.bebert_litert_open(lib, str(path).encode(), int(threads), ctypes.byref(h), err, 512)
+            failed = L.bebert_litert_open(lib, str(path).encode(), int(threads), int(signature), ctypes.byref(h), err, 512)
         if failed:
             raise ModelError(f"{path}: LiteRT cannot run the model: {err.value.decode(errors='replace')}"
                              f"{_last_error(log)}")
@@ -137,13 +140,17 @@ class LiteRtCustomRunner:
         self._length = int(length)
         self._check_buffers([TensorInfo(t.name, t.shape[:-1] + (int(length),), t.dtype) for t in self.inputs])
 
-    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Inputs [1, n] in signature order (n != the file's length needs a resizable file)."""
+    def _feed(self, arrays: list[np.ndarray]):
+        """(kept arrays, pointer array) of the inputs in signature order, after resizing to their length."""
         n = np.shape(arrays[0])[-1]
         if n != self._length:
             self.resize(n)
         ins = [np.ascontiguousarray(a, t.dtype).reshape(t.shape[:-1] + (n,)) for a, t in zip(arrays, self.inputs)]
-        ptrs = (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
+        return ins, (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Inputs [1, n] in signature order (n != the file's length needs a resizable file)."""
+        _, ptrs = self._feed(arrays)
         if self.lib.bebert_litert_run(self._h, ptrs, self._out_ptrs, self._err, 512):
             raise ModelError(f"{self.path}: LiteRT run failed: {self._err.value.decode(errors='replace')}")
         return [a.copy() for a in self._out]
@@ -159,6 +166,58 @@ class LiteRtCustomRunner:
 
     def __del__(self):
         self.close()
+
+
+class LiteRtMembersRunner:
+    """An ensemble file's members side by side: signatures ``member_<i>`` (exporters/tflite_export.py) each in a
+    compiled model of its own on one thread, run at once (a persistent thread per member session, in the op
+    library), then the file's ``vote`` signature on their logits. Same interface as LiteRtCustomRunner:
+    ``run(arrays)`` returns the serving_default outputs in order (probs, logits_<i>), bit-identical to running
+    serving_default (each member's ops are the same, on their own threads)."""
+
+    def __init__(self, path: Path, signatures: dict, outputs: list[TensorInfo]):
+        keys = list(signatures)
+        members = sorted((k for k in keys if k.startswith("member_")), key=lambda k: int(k.removeprefix("member_")))
+        self.path, self.outputs = path, outputs
+        self.runners: list[LiteRtCustomRunner] = []
+        try:
+            for k in [*members, "vote"]:
+                ins, outs = signatures[k]
+                self.runners.append(LiteRtCustomRunner(path, 1, ins, outs, keys.index(k)))
+        except BaseException:
+            self.close()
+            raise
+        self.members, self.vote = self.runners[:-1], self.runners[-1]
+        self.lib, self.isa, self.inputs = self.vote.lib, self.vote.isa, self.members[0].inputs
+        names = [o.name for o in outputs]
+        # where each serving_default output comes from: (runner, output index)
+        self._where = []
+        for name in names:
+            if name == "probs":
+                self._where.append((self.vote, 0))
+            else:
+                self._where.append((self.members[int(name.removeprefix("logits_"))], 0))
+        self._handles = (ctypes.c_void_p * len(self.members))(*[r._h for r in self.members])
+        self._outs = (ctypes.POINTER(ctypes.c_void_p) * len(self.members))(
+            *[ctypes.cast(r._out_ptrs, ctypes.POINTER(ctypes.c_void_p)) for r in self.members])
+        self._err = ctypes.create_string_buffer(512)
+
+    def resize(self, length: int) -> None:
+        for r in self.members:
+            r.resize(length)
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        feeds = [r._feed(arrays) for r in self.members]  # keeps the arrays alive until the run returns
+        ins = (ctypes.POINTER(ctypes.c_void_p) * len(feeds))(*[ctypes.cast(p, ctypes.POINTER(ctypes.c_void_p)) for _, p in feeds])
+        if self.lib.bebert_litert_run_parallel(self._handles, len(self.members), ins, self._outs, self._err, 512):
+            raise ModelError(f"{self.path}: LiteRT run failed: {self._err.value.decode(errors='replace')}")
+        logits = {r.outputs[0].name: r._out[0] for r in self.members}
+        self.vote.run([logits[t.name] for t in self.vote.inputs])
+        return [runner._out[i].copy() for runner, i in self._where]
+
+    def close(self):
+        for r in getattr(self, "runners", []):
+            r.close()
 
 
 class LiteRtInterpreterRunner:

@@ -24,10 +24,14 @@ class TensorInfo:
 
 @dataclass
 class TfliteInfo:
+    """``inputs`` / ``outputs``: signature ``serving_default`` (the first); ``signatures``: every signature key, in
+    file order (LiteRT's signature index), with its inputs and outputs."""
+
     metadata: dict
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     custom_ops: list[str]
+    signatures: dict[str, tuple[list[TensorInfo], list[TensorInfo]]]
 
 
 def numpy_dtypes() -> dict[int, np.dtype]:
@@ -51,12 +55,15 @@ def _check_float_constants(model, path: Path) -> None:
     (int8 / int4 activation quantization clamps NaN), so a corrupt constant must be caught before any run."""
     from ai_edge_litert import schema_py_generated as tfl
 
+    checked = set()  # signatures over parts of the graph share its buffers: each is read once
     for g in range(model.SubgraphsLength()):
         sg = model.Subgraphs(g)
         for i in range(sg.TensorsLength()):
             t = sg.Tensors(i)
-            if t.Type() != tfl.TensorType.FLOAT32 or t.Buffer() <= 0 or t.Buffer() >= model.BuffersLength():
+            if t.Type() != tfl.TensorType.FLOAT32 or t.Buffer() <= 0 or t.Buffer() >= model.BuffersLength() \
+                    or t.Buffer() in checked:
                 continue
+            checked.add(t.Buffer())
             raw = model.Buffers(t.Buffer()).DataAsNumpy()
             if isinstance(raw, int) or raw.size == 0:  # no data: not a constant
                 continue
@@ -68,7 +75,7 @@ def _check_float_constants(model, path: Path) -> None:
 
 
 def read_tflite(path: str | Path) -> TfliteInfo:
-    """Metadata (the ``bebert`` JSON, {} if absent), serving_default signature tensors and custom op names.
+    """Metadata (the ``bebert`` JSON, {} if absent), signature tensors and custom op names.
     Raises ModelError for a file that is not a readable TFLite flatbuffer or has a NaN / inf float32 constant."""
     from ai_edge_litert import schema_py_generated as tfl
 
@@ -89,17 +96,20 @@ def read_tflite(path: str | Path) -> TfliteInfo:
                 meta = json.loads(model.Buffers(md.Buffer()).DataAsNumpy().tobytes().decode())
         if not isinstance(meta, dict):
             raise ModelError(f"{path}: the '{METADATA_NAME}' metadata is not a JSON object")
-        sg = model.Subgraphs(0)
         if model.SignatureDefsLength() == 0:
             raise ModelError(f"{path}: the model has no signature (export it with bebert-deploy)")
-        sig = model.SignatureDefs(0)
+        signatures = {}
+        for k in range(model.SignatureDefsLength()):
+            sig = model.SignatureDefs(k)
+            sg = model.Subgraphs(sig.SubgraphIndex())
 
-        def info(tmap):
-            t = sg.Tensors(tmap.TensorIndex())
-            return TensorInfo(tmap.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()), _np_dtype(t.Type(), path))
+            def info(tmap):
+                t = sg.Tensors(tmap.TensorIndex())
+                return TensorInfo(tmap.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()), _np_dtype(t.Type(), path))
 
-        ins = [info(sig.Inputs(i)) for i in range(sig.InputsLength())]
-        outs = [info(sig.Outputs(i)) for i in range(sig.OutputsLength())]
+            signatures[sig.SignatureKey().decode()] = ([info(sig.Inputs(i)) for i in range(sig.InputsLength())],
+                                                       [info(sig.Outputs(i)) for i in range(sig.OutputsLength())])
+        ins, outs = next(iter(signatures.values()))
         customs = sorted({model.OperatorCodes(i).CustomCode().decode() for i in range(model.OperatorCodesLength())
                           if model.OperatorCodes(i).CustomCode()})
         _check_float_constants(model, path)
@@ -107,4 +117,4 @@ def read_tflite(path: str | Path) -> TfliteInfo:
         raise
     except Exception as e:  # a truncated or corrupt flatbuffer raises struct/index/unicode/json errors
         raise ModelError(f"{path}: corrupt TFLite flatbuffer ({type(e).__name__})") from None
-    return TfliteInfo(meta, ins, outs, customs)
+    return TfliteInfo(meta, ins, outs, customs, signatures)

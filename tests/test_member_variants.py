@@ -126,5 +126,5 @@ def test_shared_embedding_is_stored_once(shared_ckpt, tmp_path):
     t = export(shared_ckpt, tmp_path / "s.tflite", "tflite", "binary", "custom")
     ref_rows = np.concatenate([r[0].numpy() for r in _torch_rows(ens, ids, mask, types)])
     assert np.abs(Session(t, threads=2).run(_feed(ids, mask, types))["probs"] - ref_rows).max() <= QUANT_TOL
-    t1 = export(shared_ckpt, tmp_path / "one.tflite", "tflite", "binary", "custom", members=[0])
-    assert t.stat().st_size < 2 * t1.stat().st_size - 0.9 * table_bytes
+    # the packed table's bytes appear once in the file (the per-member signatures share its buffer too)
+    assert t.read_bytes().count(tables[0].raw_data) == 1

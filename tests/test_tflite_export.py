@@ -273,6 +273,50 @@ def test_length_dependent_constant_is_refused(tiny_ckpt, monkeypatch):
     assert build_tflite(spec, "builtin", seq_len=16)  # a fixed length needs no generalization
 
 
+def test_members_side_by_side_match_one_after_the_other(tiny_ckpt, tmp_path):
+    """Ensemble files carry signatures member_<i> (inputs -> logits_<i>) and vote (logits -> probs) over the same
+    operators and constants. With a thread per member the runtime runs the members' signatures at once, each on
+    its own thread, then the file's vote: bit-identical to serving_default, at any length, resized back and
+    forth. The stock interpreter composes the builtin file's signatures to its serving_default result too, so
+    the signatures are plain TFLite, not something only our runner understands."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    ck = load_checkpoint(tiny_ckpt)
+    p = export(tiny_ckpt, tmp_path / "ens.tflite", "tflite", "binary", "custom")
+    sigs = read_tflite(p).signatures
+    assert list(sigs) == ["serving_default", "member_0", "member_1", "vote"]
+    assert [t.name for t in sigs["member_1"][1]] == ["logits_1"]
+    assert [t.name for t in sigs["vote"][0]] == ["logits_0", "logits_1"] and [t.name for t in sigs["vote"][1]] == ["probs"]
+    assert "member_0" not in read_tflite(export(tiny_ckpt, tmp_path / "one.tflite", "tflite", members=[0])).signatures
+    side = Session(p, threads=2)
+    one = Session(p, threads=2, parallel_members=False)
+    # one thread per member only (members with several threads would queue on the kernels' shared pool)
+    assert (side.parallel_members, one.parallel_members, Session(p, threads=1).parallel_members,
+            Session(p, threads=3).parallel_members, Session(p, threads=4).parallel_members) == (2, 1, 1, 2, 1)
+    for seq in (5, 16, 1, 9):
+        f = _feed(*_inputs(ck.members[0].arch.vocab_size, n=4, seq=seq, seed=seq))
+        a, b = side.run(f), one.run(f)
+        assert list(a) == list(b) == ["probs", "logits_0", "logits_1"]
+        assert all(np.array_equal(a[k], b[k]) for k in a), seq
+    bp = export(tiny_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin")
+    it = Interpreter(model_path=str(bp), num_threads=1)
+    f = {k: v[:1] for k, v in _feed(*_inputs(ck.members[0].arch.vocab_size, seq=16, seed=3)).items()}
+    logits = {f"logits_{i}": it.get_signature_runner(f"member_{i}")(**f)[f"logits_{i}"] for i in range(2)}
+    whole = it.get_signature_runner("serving_default")(**f)
+    assert all(np.array_equal(logits[k], whole[k]) for k in logits)
+    assert np.array_equal(it.get_signature_runner("vote")(**logits)["probs"], whole["probs"])
+
+
+def test_kernel_error_in_a_member_running_side_by_side(tiny_ckpt, tmp_path):
+    ck = load_checkpoint(tiny_ckpt)
+    spec = ensemble_spec(ck, [0, 1])
+    lin = spec.members[1].layers[0].query
+    spec.members[1].layers[0].query = replace(lin, k=lin.k + 64)
+    p = save_tflite(build_tflite(spec, "custom"), tmp_path / "bad2.tflite")
+    with pytest.raises(ValueError, match="kernel error: BebertBinaryFC: shape mismatch"):
+        Session(p, threads=2)
+
+
 def test_kernel_errors_are_reported(tiny_ckpt, tmp_path):
     """LiteRT ignores a custom op's error status: our own flag must turn a bad node into a clear error."""
     ck = load_checkpoint(tiny_ckpt)

@@ -12,13 +12,18 @@
 // so the session does a warm-up run when it opens. Every callback is noexcept.
 #include <dlfcn.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../core/op_checks.h"
@@ -47,7 +52,56 @@ struct OpState {  // the user_data of one registered custom op
   OpKind kind;
 };
 
+// A persistent thread that runs one job at a time for a member session running beside others: the same thread
+// every run, so the kernels' per-thread scratch buffers (tables, attention heads) are reused, not reallocated.
+class Worker {
+ public:
+  Worker() : thread_([this] { loop(); }) {}
+  ~Worker() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void submit(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      job_ = std::move(job);
+      pending_ = true;
+    }
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [this] { return !pending_; });
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      cv_.wait(lk, [this] { return (pending_ && job_) || stop_; });
+      if (stop_) return;
+      auto job = std::move(job_);
+      job_ = nullptr;
+      lk.unlock();
+      job();
+      lk.lock();
+      pending_ = false;
+      cv_.notify_all();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void()> job_;
+  bool pending_ = false, stop_ = false;
+  std::thread thread_;  // last: started after the members it uses
+};
+
 struct Session {
+  std::unique_ptr<Worker> worker;  // first member: destroyed (joined) before the model it runs
   const Api* api = nullptr;
   Handle env = nullptr, model = nullptr, options = nullptr, compiled = nullptr;
   std::vector<Handle> inputs, outputs;
@@ -56,6 +110,7 @@ struct Session {
   OpState linear{this, OpKind::kLinear}, embedding{this, OpKind::kEmbedding}, attention{this, OpKind::kAttention},
       layer_norm{this, OpKind::kLayerNorm};
   int threads = 1;
+  int signature = 0;  // the signature (and its subgraph) this session runs
   std::mutex error_mutex;
   std::atomic<bool> failed{false};
   std::string error;
@@ -277,6 +332,7 @@ std::string load_api(const char* lib_path) {
 
 void close_session(Session* s) {
   if (!s) return;
+  s->worker.reset();  // joined while the model it ran still exists
   const Api* a = s->api;
   if (a) {
     for (Handle b : s->inputs) if (b) a->DestroyTensorBuffer(b);
@@ -307,8 +363,8 @@ bool make_buffers(Session* s, int length = 0) {
       if (io == 0 && length > 0 && type.layout.rank() > 0) type.layout.dims[type.layout.rank() - 1] = length;
       Handle req = nullptr, buf = nullptr;
       size_t bytes = 0;
-      const int st = io == 0 ? a.GetCompiledModelInputBufferRequirements(s->compiled, 0, i, &req)
-                             : a.GetCompiledModelOutputBufferRequirements(s->compiled, 0, i, &req);
+      const int st = io == 0 ? a.GetCompiledModelInputBufferRequirements(s->compiled, s->signature, i, &req)
+                             : a.GetCompiledModelOutputBufferRequirements(s->compiled, s->signature, i, &req);
       if (st != kOk || a.CreateManagedTensorBufferFromRequirements(s->env, &type, req, &buf) != kOk) return false;
       (io == 0 ? s->inputs : s->outputs).push_back(buf);
       if (a.GetTensorBufferSize(buf, &bytes) != kOk) return false;
@@ -329,7 +385,7 @@ int run_session(Session* s, const void* const* in, void* const* out, char* err, 
     a->UnlockTensorBuffer(s->inputs[i]);
   }
   s->failed = false;
-  const int st = a->RunCompiledModel(s->compiled, 0, s->inputs.size(), s->inputs.data(), s->outputs.size(), s->outputs.data());
+  const int st = a->RunCompiledModel(s->compiled, s->signature, s->inputs.size(), s->inputs.data(), s->outputs.size(), s->outputs.data());
   if (st != kOk) return set_error(err, errlen, "LiteRT run failed with status " + std::to_string(st)), 1;
   if (s->failed) {
     std::lock_guard<std::mutex> lock(s->error_mutex);
@@ -352,16 +408,17 @@ extern "C" {
 
 BEBERT_EXPORT const char* bebert_litert_isa() { return bebert::isa_name(bebert::best_isa()); }
 
-// Opens `model_path` with our custom ops registered, on `threads` CPU threads (XNNPACK and our kernels);
-// returns 0 and a handle, or non-zero with a one-line message in err.
-BEBERT_EXPORT int bebert_litert_open(const char* litert_lib, const char* model_path, int threads, void** handle,
-                                     char* err, size_t errlen) {
+// Opens signature number `signature` of `model_path` with our custom ops registered, on `threads` CPU threads
+// (XNNPACK and our kernels); returns 0 and a handle, or non-zero with a one-line message in err.
+BEBERT_EXPORT int bebert_litert_open(const char* litert_lib, const char* model_path, int threads, int signature,
+                                     void** handle, char* err, size_t errlen) {
   *handle = nullptr;
   const std::string e = load_api(litert_lib);
   if (!e.empty()) return set_error(err, errlen, e), 1;
   auto* s = new Session();
   s->api = &g_api;
   s->threads = threads < 1 ? 1 : threads;
+  s->signature = signature;
   const Api& a = g_api;
   auto fail = [&](const std::string& msg) {
     set_error(err, errlen, msg);
@@ -391,7 +448,7 @@ BEBERT_EXPORT int bebert_litert_open(const char* litert_lib, const char* model_p
     return fail("LiteRT cannot compile the model");
   Handle sig = nullptr;
   size_t n_in = 0, n_out = 0;
-  if (a.GetModelSignature(s->model, 0, &sig) != kOk || a.GetNumSignatureInputs(sig, &n_in) != kOk ||
+  if (signature < 0 || a.GetModelSignature(s->model, signature, &sig) != kOk || a.GetNumSignatureInputs(sig, &n_in) != kOk ||
       a.GetNumSignatureOutputs(sig, &n_out) != kOk)
     return fail("the model has no readable signature");
   for (int io = 0; io < 2; ++io) {
@@ -430,6 +487,28 @@ BEBERT_EXPORT int bebert_litert_run(void* h, const void* const* inputs, void* co
   return run_session(static_cast<Session*>(h), inputs, outputs, err, errlen);
 }
 
+// Runs n sessions at once, session i on inputs[i] / outputs[i] (as bebert_litert_run), sessions 1..n-1 each on a
+// persistent thread of its own and session 0 on the caller; 0 when all succeed, else the first failure's message.
+// Ensemble members exported as signatures of one file run side by side this way, each on one thread: no fork/join
+// between the threads per op. (Members with several threads each would queue on the kernels' shared pool, which
+// serialises multi-threaded calls: the runner uses this only with one thread per member.)
+BEBERT_EXPORT int bebert_litert_run_parallel(void* const* hs, int n, const void* const* const* inputs,
+                                             void* const* const* outputs, char* err, size_t errlen) {
+  if (n < 1) return set_error(err, errlen, "no sessions to run"), 1;
+  std::vector<std::array<char, 512>> errs(static_cast<size_t>(n));
+  std::vector<int> rc(static_cast<size_t>(n), 0);
+  for (int i = 1; i < n; ++i) {
+    auto* s = static_cast<Session*>(hs[i]);
+    if (!s->worker) s->worker.reset(new Worker());
+    s->worker->submit([&, s, i] { rc[i] = run_session(s, inputs[i], outputs[i], errs[i].data(), 512); });
+  }
+  rc[0] = run_session(static_cast<Session*>(hs[0]), inputs[0], outputs[0], errs[0].data(), 512);
+  for (int i = 1; i < n; ++i) static_cast<Session*>(hs[i])->worker->wait();
+  for (int i = 0; i < n; ++i)
+    if (rc[i]) return set_error(err, errlen, errs[i].data()), 1;
+  return 0;
+}
+
 // Resizes every input to [1, length] (files exported with a dynamic sequence length: signature dims [1, -1]) and
 // recreates the buffers; 0 on success. Buffers are then io_bytes long for the new length.
 BEBERT_EXPORT int bebert_litert_resize(void* h, int length, char* err, size_t errlen) {
@@ -439,7 +518,7 @@ BEBERT_EXPORT int bebert_litert_resize(void* h, int length, char* err, size_t er
   const int dims[2] = {1, length};
   for (size_t i = 0; i < s->input_types.size(); ++i) {
     if (s->input_types[i].layout.rank() != 2) return set_error(err, errlen, "resizable inputs must have rank 2"), 1;
-    const int st = a.CompiledModelResizeInputTensor(s->compiled, 0, i, dims, 2);
+    const int st = a.CompiledModelResizeInputTensor(s->compiled, s->signature, i, dims, 2);
     if (st != kOk)
       return set_error(err, errlen, "LiteRT cannot resize input " + std::to_string(i) + " to [1, " + std::to_string(length) +
                                         "] (status " + std::to_string(st) + "; a fixed-length file?)"), 1;

@@ -96,7 +96,7 @@ class LiteRtCustomRunner:
         L.bebert_litert_io_bytes.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         L.bebert_litert_resize.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
         L.bebert_litert_close.argtypes = [ctypes.c_void_p]
-        L.bebert_litert_run_parallel.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+        L.bebert_litert_run_parallel.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int,
                                                  ctypes.POINTER(ctypes.POINTER(ctypes.c_void_p)),
                                                  ctypes.POINTER(ctypes.POINTER(ctypes.c_void_p)), ctypes.c_char_p, ctypes.c_size_t]
         L.bebert_litert_isa.restype = ctypes.c_char_p
@@ -137,16 +137,21 @@ class LiteRtCustomRunner:
             self._length = -1  # the buffers may be half rebuilt: the next run resizes again whatever its length
             raise ModelError(f"{self.path}: LiteRT cannot run the model at length {length}: "
                              f"{self._err.value.decode(errors='replace')}{_last_error(log)}")
-        self._length = int(length)
-        self._check_buffers([TensorInfo(t.name, t.shape[:-1] + (int(length),), t.dtype) for t in self.inputs])
+        self._resized(length)
 
-    def _feed(self, arrays: list[np.ndarray]):
-        """(kept arrays, pointer array) of the inputs in signature order, after resizing to their length."""
+    def _feed(self, arrays: list[np.ndarray], resize: bool = True):
+        """(kept arrays, pointer array) of the inputs in signature order, after resizing to their length (unless
+        ``resize`` is False: the caller resizes)."""
         n = np.shape(arrays[0])[-1]
-        if n != self._length:
+        if resize and n != self._length:
             self.resize(n)
         ins = [np.ascontiguousarray(a, t.dtype).reshape(t.shape[:-1] + (n,)) for a, t in zip(arrays, self.inputs)]
         return ins, (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
+
+    def _resized(self, length: int) -> None:
+        """Record a resize done by the op library (bebert_litert_run_parallel) and check the new buffers."""
+        self._length = int(length)
+        self._check_buffers([TensorInfo(t.name, t.shape[:-1] + (int(length),), t.dtype) for t in self.inputs])
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Inputs [1, n] in signature order (n != the file's length needs a resizable file)."""
@@ -207,10 +212,19 @@ class LiteRtMembersRunner:
             r.resize(length)
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        feeds = [r._feed(arrays) for r in self.members]  # keeps the arrays alive until the run returns
+        n = int(np.shape(arrays[0])[-1])
+        length = n if any(r._length != n for r in self.members) else 0  # resized side by side, in the op library
+        feeds = [r._feed(arrays, resize=False) for r in self.members]  # keeps the arrays alive until the run returns
         ins = (ctypes.POINTER(ctypes.c_void_p) * len(feeds))(*[ctypes.cast(p, ctypes.POINTER(ctypes.c_void_p)) for _, p in feeds])
-        if self.lib.bebert_litert_run_parallel(self._handles, len(self.members), ins, self._outs, self._err, 512):
+        # (stderr is not captured here: a successful resize logs nothing, and capturing costs ~25 us per call)
+        if self.lib.bebert_litert_run_parallel(self._handles, len(self.members), length, ins, self._outs, self._err, 512):
+            if length:
+                for r in self.members:
+                    r._length = -1  # buffers may be half rebuilt: the next run resizes again whatever its length
             raise ModelError(f"{self.path}: LiteRT run failed: {self._err.value.decode(errors='replace')}")
+        if length:
+            for r in self.members:
+                r._resized(length)
         logits = {r.outputs[0].name: r._out[0] for r in self.members}
         self.vote.run([logits[t.name] for t in self.vote.inputs])
         return [runner._out[i].copy() for runner, i in self._where]

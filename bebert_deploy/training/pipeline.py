@@ -163,10 +163,13 @@ def _train_teacher(run: _Run) -> None:
     run.summary["stages"]["teacher_logits"] = {"seconds": time.perf_counter() - t0, "rows": len(run.train_all)}
 
 
-def _binary_init(run: _Run, seed_off: int, tag: str) -> BertClassifier:
+def _binary_init(run: _Run, seed_off: int, tag: str, on_step=None) -> BertClassifier:
     """The binary start of a member: prune -> (distil the half-width FP model) -> ternary -> TWS, or the
-    teacher's weights re-quantized (no TWS), or the ternary model itself (tied TWS)."""
+    teacher's weights re-quantized (no TWS), or the ternary model itself (tied TWS). ``on_step(name, model)``, if
+    given, sees the model after each TWS step: 'pruned', 'distilled', 'ternary', 'tws' (scripts/xdomain_stages.py
+    scores them; it must not change the model)."""
     cfg, task, q = run.cfg, run.task, run.cfg.quant
+    on_step = on_step or (lambda name, model: None)
     kd_loss = run.kd_loss()
     if cfg.tws_tied and not cfg.tws:
         raise ValueError("--tws-tied ties the halves of ternary weight splitting: it cannot go with --no-tws")
@@ -180,12 +183,14 @@ def _binary_init(run: _Run, seed_off: int, tag: str) -> BertClassifier:
                for s in range(0, len(pick), cfg.batch_size)]
     half, run.teacher_heads = prune_width(run.teacher, batches, cfg.width, task.is_regression)
     half.to(run.device)
+    on_step("pruned", half)
     stages = run.summary["stages"]
     if cfg.half_distill_epochs > 0 and kd_loss == "pred":
         for p in half.parameters():
             p.requires_grad_(True)
         stages[f"half_fp{tag}"] = run.fit(half, run.kd_data(), run.spec(cfg.half_distill_epochs, cfg.teacher_lr * 2, "pred",
                                                                           f"half-fp{tag}", seed_off + 11))
+        on_step("distilled", half)
     ternary = with_quant(half, replace(q, weight_mode="ternary",
                                        embed_mode="ternary" if q.embed_mode == "binary" else q.embed_mode,
                                        split=False)).to(run.device)
@@ -195,10 +200,12 @@ def _binary_init(run: _Run, seed_off: int, tag: str) -> BertClassifier:
     st = run.fit(ternary, run.kd_data(), run.spec(cfg.ternary_epochs, cfg.lr, kd_loss, f"ternary{tag}", seed_off))
     st["seconds"] = time.perf_counter() - t0
     stages[f"ternary{tag}"] = st
+    on_step("ternary", ternary)
     if cfg.tws_tied:
         return ternary
     init = tws_split(ternary.cpu()).to(run.device)
     stages[f"tws_split{tag}"] = {"dev": evaluate_logits(task, predict_logits(init, run.dev), run.dev.labels.numpy())}
+    on_step("tws", init)
     return init
 
 

@@ -102,16 +102,43 @@ BEBERT_ATTN_TARGET inline VecF load_vec(const float* x) {
 }
 
 // First n (< kVecFloats) floats of x, +0 in the other lanes.
-BEBERT_ATTN_TARGET inline VecF load_part(const float* x, int n) {
-  float t[kVecFloats] = {};
-  std::memcpy(t, x, sizeof(float) * n);
-  return load_vec(t);
+// Partial vectors: lanes t < n of x (n <= kVecFloats), the other lanes zero; stores write lanes t < n only. Masked
+// moves on AVX-512 (a variable-length memcpy per softmax row tail cost more than the tail's arithmetic).
+template <typename T, typename V>
+BEBERT_ATTN_TARGET inline V load_part_as(const T* x, int n) {
+  V v;
+#if defined(BEBERT_ATTN_VNNI)
+  const __m512i r = _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << n) - 1u), x);
+  std::memcpy(&v, &r, sizeof v);
+#else
+  T t[kVecFloats] = {};
+  std::memcpy(t, x, sizeof(T) * n);
+  std::memcpy(&v, t, sizeof v);
+#endif
+  return v;
 }
 
+BEBERT_ATTN_TARGET inline VecF load_part(const float* x, int n) { return load_part_as<float, VecF>(x, n); }
+
 BEBERT_ATTN_TARGET inline void store_part(float* x, VecF v, int n) {
+#if defined(BEBERT_ATTN_VNNI)
+  __m512 r;
+  std::memcpy(&r, &v, sizeof v);
+  _mm512_mask_storeu_ps(x, static_cast<__mmask16>((1u << n) - 1u), r);
+#else
   float t[kVecFloats];
   std::memcpy(t, &v, sizeof v);
   std::memcpy(x, t, sizeof(float) * n);
+#endif
+}
+
+// v with its lanes t >= n set to `fill` (a tail's padding lanes must not reach a max or a min).
+BEBERT_ATTN_TARGET inline VecF first_lanes(VecF v, int n, float fill) {
+  VecI lane;
+  for (int t = 0; t < kVecFloats; ++t) lane[t] = t;
+  VecI count;
+  for (int t = 0; t < kVecFloats; ++t) count[t] = n;
+  return lane < count ? v : splat(fill);
 }
 
 // One softmax row of L >= 1 scores, in three passes over p (float [L]):
@@ -143,11 +170,14 @@ BEBERT_ATTN_TARGET inline float softmax_row(const int32_t* acc, const float* mas
     std::memcpy(p + j, &v, sizeof v);
     lane[0] = vmax(lane[0], v);
   }
-  float m = fold_lanes(lane, vmax);
-  for (; j < L; ++j) {
-    p[j] = static_cast<float>(acc[j]) * scale + mask[j];
-    m = p[j] > m ? p[j] : m;
+  if (j < L) {  // the tail as one partial vector: the same operations per element as above
+    const int n = L - j;
+    const VecF v = __builtin_convertvector((load_part_as<int32_t, VecI>(acc + j, n)), VecF) * splat(scale) +
+                   load_part(mask + j, n);
+    store_part(p + j, v, n);
+    lane[0] = vmax(lane[0], first_lanes(v, n, -INFINITY));
   }
+  const float m = fold_lanes(lane, vmax);
   for (int u = 0; u < kVecs; ++u) lane[u] = splat(0.0f);
   j = 0;
   for (; j + kLanes <= L; j += kLanes)
@@ -171,12 +201,13 @@ BEBERT_ATTN_TARGET inline float softmax_row(const int32_t* acc, const float* mas
     std::memcpy(p + j, &v, sizeof v);
     lane[0] = vmin(lane[0], v);
   }
-  float mn = fold_lanes(lane, vmin);
-  for (; j < L; ++j) {
-    p[j] = p[j] * inv_total;
-    mn = p[j] < mn ? p[j] : mn;
+  if (j < L) {
+    const int n = L - j;
+    const VecF v = load_part(p + j, n) * splat(inv_total);
+    store_part(p + j, v, n);
+    lane[0] = vmin(lane[0], first_lanes(v, n, INFINITY));
   }
-  return mn;
+  return fold_lanes(lane, vmin);
 }
 
 // clamp(nearbyint(v), lo, hi) as float (NaN gives lo, so the integer conversion after it is always defined);

@@ -2,7 +2,8 @@
 binary start (issue 16, item 7), from one trained teacher.
 
     python scripts/xdomain_stages.py --teacher CKPT_DIR --xdomain FILE.tsv [--out results/xdomain_stages.json]
-                                     [--data-dir DIR] [--extra-text none|NAMES|FILE.txt] [--ablations]
+                                     [--data-dir DIR] [--base DIR] [--max-len N]
+                                     [--extra-text none|NAMES|FILE.txt] [--ablations]
     python scripts/xdomain_stages.py --merge RUN.json RUN2.json --out results/xdomain_stages.json
 
 Writes the JSON and a Markdown table beside it (same name, .md); --merge joins the steps of several runs of the
@@ -33,6 +34,8 @@ def main(argv=None) -> None:
     ap.add_argument("--xdomain", help="TSV in the task's layout from another domain")
     ap.add_argument("--merge", nargs="+", help="earlier output JSON files to join (no training)")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--base", default=None, help="the teacher's base model folder (its tokenizer; default: built-in)")
+    ap.add_argument("--max-len", type=int, default=None)
     ap.add_argument("--extra-text", default="none")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", default="results/xdomain_stages.json")
@@ -61,6 +64,7 @@ def main(argv=None) -> None:
 
     cfg = TrainConfig(teacher=a.teacher, data_dir=a.data_dir, extra_text=a.extra_text, augment=0, seed=a.seed,
                       batch_size=32)
+    cfg = replace(cfg, **{k: v for k, v in (("base", a.base), ("max_len", a.max_len)) if v is not None})
     run = P._Run(cfg)
     P._train_teacher(run)
     xdom = P.tensorize(read_tsv(Path(a.xdomain), run.task), run.task, run.tokenizer, cfg.max_len)

@@ -4,6 +4,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,29 @@ def test_two_process_ddp_training(tmp_path, tiny_base, tiny_data):
     assert res.returncode == 0, res.stderr[-2000:]
     man = read_manifest(out)
     assert man.provenance["summary"]["processes"] == 2
+
+
+def test_xdomain_stages_scores_the_pipelines_own_steps(tiny_ckpt, tiny_base, tiny_data, tmp_path):
+    """scripts/xdomain_stages.py scores the binary start through _binary_init's per-step hook (the pipeline's own
+    steps, not a copy of them), then the ablations from the distilled half-width model; JSON and Markdown."""
+    import runpy
+    import sys
+
+    out = tmp_path / "xd.json"
+    argv = sys.argv
+    sys.argv = ["xdomain_stages.py", "--teacher", str(tiny_ckpt), "--xdomain", str(tiny_data / "test.tsv"),
+                "--data-dir", str(tiny_data), "--base", str(tiny_base), "--max-len", "16", "--ablations", "--out", str(out)]
+    try:
+        runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "xdomain_stages.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["step"] for r in rows] == [
+        "teacher", "teacher, 1-bit word table (not retrained)", "half width, pruned (not retrained)",
+        "half width, distilled (fp32)", "ternary W2-E2-A4 (trained)", "TWS binary W1-E1-A4 (split, not retrained)",
+        "ternary W2, float word table, A4 (trained)", "float weights and word table, A4 (trained)",
+        "ternary W2-E2, A8 (trained)"]
+    assert all(0.0 <= r[k] <= 1.0 for r in rows for k in ("dev", "xdomain"))
+    # TWS splits a ternary model exactly: the split model predicts what the ternary model did
+    assert rows[5]["dev"] == rows[4]["dev"] and rows[5]["xdomain"] == rows[4]["xdomain"]
+    assert out.with_suffix(".md").read_text().count("\n| ") == len(rows) + 1

@@ -195,11 +195,14 @@ class Session:
             width = seq if self.dynamic_length else L
             results = []
             for r in range(n):
-                row = []
-                for t in info.inputs:
-                    a = np.zeros((1, width), np.int64)
-                    a[0, :seq] = feed[t.name][r]
-                    row.append(a)
+                if width == seq:  # (run() made the feed contiguous int64: a row is a view, no copy)
+                    row = [feed[t.name][r:r + 1] for t in info.inputs]
+                else:
+                    row = []
+                    for t in info.inputs:
+                        a = np.zeros((1, width), np.int64)
+                        a[0, :seq] = feed[t.name][r]
+                        row.append(a)
                 results.append(runner.run(row))
             return {name: np.concatenate([res[i] for res in results]) for i, name in enumerate(self.output_names)}
 

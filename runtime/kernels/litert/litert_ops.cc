@@ -142,7 +142,7 @@ struct Locked {
     Tensor t;
     const int e = type.element_type;
     t.type = e == kFloat32 ? DType::kF32 : e == kUInt8 ? DType::kU8 : e == kInt32 ? DType::kI32 : e == kInt64 ? DType::kI64 : DType::kOther;
-    for (int i = 0; i < type.layout.rank(); ++i) t.dims.push_back(type.layout.dims[i]);
+    t.dims.assign(type.layout.dims, type.layout.dims + type.layout.rank());  // one allocation, not one per dim
     t.data = data;
     return t;
   }

@@ -245,18 +245,22 @@ def predict(model, texts, threads, as_json):
 @click.option("--threads", default=2, show_default=True)
 @click.option("--warmup", default=10, show_default=True)
 @click.option("--runs", default=100, show_default=True)
+@click.option("--order", type=click.Choice(["interleaved", "blocked"]), default="interleaved", show_default=True,
+              help="interleaved: one run of each model in turn (noise hits all alike); blocked: each model's runs "
+                   "back to back (a steady stream of requests).")
 @click.option("--data", default=None, help="GLUE-style TSV of the models' task: measures accuracy.")
 @click.option("--data-limit", default=500, show_default=True)
 @click.option("--device-label", default="", help="Name of this board/machine in merged reports.")
 @click.option("--json", "json_out", default="bench.json", show_default=True)
 @click.option("--plot", "plot_out", default=None, help="Also write a size-vs-latency PNG.")
 @friendly
-def bench(models, baseline, seq_len, batch, threads, warmup, runs, data, data_limit, device_label, json_out, plot_out):
-    """Size, latency percentiles, peak RSS and accuracy of exported MODELS vs a baseline, one interleaved run."""
+def bench(models, baseline, seq_len, batch, threads, warmup, runs, order, data, data_limit, device_label, json_out,
+          plot_out):
+    """Size, latency percentiles, peak RSS and accuracy of exported MODELS vs a baseline, in one run."""
     from bebert_deploy.runtime import bench as b
 
     cfg = b.BenchConfig(seq_len=seq_len, batch=batch, threads=threads, warmup=warmup, runs=runs, data=data,
-                        data_limit=data_limit or None, device_label=device_label)
+                        data_limit=data_limit or None, device_label=device_label, order=order)
     res = b.run_bench(list(models), baseline, cfg)
     b.print_table(res)
     b.write_json(res, json_out)

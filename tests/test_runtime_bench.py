@@ -52,6 +52,16 @@ def test_runtime_runs_without_torch_or_tensorflow(exported, tmp_path):
     assert "runtime-ok" in res.stdout
 
 
+def test_bench_blocked_order_times_each_model_back_to_back(exported):
+    cfg = b.BenchConfig(seq_len=16, batch=1, threads=1, warmup=1, runs=5, order="blocked")
+    res = b.run_bench([str(exported["tfl"])], str(exported["fp32"]), cfg, progress=False)
+    assert res["config"]["order"] == "blocked" and [r["model"] for r in res["rows"]] == ["fp32.onnx", "ens.tflite"]
+    assert all(0 < r["p50_ms"] <= r["p99_ms"] for r in res["rows"])
+    with pytest.raises(ValueError, match="order must be"):
+        b.run_bench([str(exported["tfl"])], None, b.BenchConfig(seq_len=16, threads=1, runs=1, order="random"),
+                    progress=False)
+
+
 def test_bench_measures_every_model_against_baseline(exported, tiny_data, tmp_path):
     cfg = b.BenchConfig(seq_len=16, batch=1, threads=1, warmup=1, runs=4, data=str(tiny_data / "test.tsv"))
     res = b.run_bench([str(exported["ens"]), str(exported["builtin"]), str(exported["tfl"]), str(exported["tfl-b"])],

@@ -76,11 +76,7 @@ def _worker(path: str, threads: int, conn) -> None:
                           "task": sess.metadata.get("task"), "labels": sess.labels}))
         while True:
             cmd, arg = conn.recv()
-            if cmd == "run":
-                t = time.perf_counter()
-                sess.run(arg)
-                conn.send(("ok", time.perf_counter() - t))
-            elif cmd == "runs":  # (feed, n): n runs back to back, seconds each
+            if cmd == "runs":  # (feed, n): n runs back to back, seconds each
                 ts = []
                 for _ in range(arg[1]):
                     t = time.perf_counter()
@@ -212,8 +208,7 @@ def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progres
             raise ValueError(f"--seq-len {cfg.seq_len} exceeds the smallest model max_len {max_len}")
         feed = _feed(paths[0], cfg.seq_len, cfg.batch)
         for w in workers:
-            for _ in range(cfg.warmup):
-                w.call("run", feed)
+            w.call("runs", (feed, cfg.warmup))
         if cfg.order not in ("interleaved", "blocked"):
             raise ValueError(f"order must be 'interleaved' or 'blocked', got {cfg.order!r}")
         times = [[] for _ in workers]
@@ -223,7 +218,7 @@ def run_bench(models: list[str], baseline: str | None, cfg: BenchConfig, progres
         else:
             for _ in tqdm(range(cfg.runs), desc="timing", disable=not progress, leave=False):
                 for i, w in enumerate(workers):  # interleaved round-robin
-                    times[i].append(w.call("run", feed))
+                    times[i] += w.call("runs", (feed, 1))
         acc = [None] * len(workers)
         real = [[] for _ in workers]
         real_len = [[] for _ in workers]

@@ -194,14 +194,9 @@ class LiteRtMembersRunner:
             raise
         self.members, self.vote = self.runners[:-1], self.runners[-1]
         self.lib, self.isa, self.inputs = self.vote.lib, self.vote.isa, self.members[0].inputs
-        names = [o.name for o in outputs]
-        # where each serving_default output comes from: (runner, output index)
-        self._where = []
-        for name in names:
-            if name == "probs":
-                self._where.append((self.vote, 0))
-            else:
-                self._where.append((self.members[int(name.removeprefix("logits_"))], 0))
+        # the runner whose one output is each serving_default output: the vote for probs, member i for logits_i
+        self._source = [self.vote if o.name == "probs" else self.members[int(o.name.removeprefix("logits_"))]
+                        for o in outputs]
         self._handles = (ctypes.c_void_p * len(self.members))(*[r._h for r in self.members])
         self._outs = (ctypes.POINTER(ctypes.c_void_p) * len(self.members))(
             *[ctypes.cast(r._out_ptrs, ctypes.POINTER(ctypes.c_void_p)) for r in self.members])
@@ -227,7 +222,7 @@ class LiteRtMembersRunner:
                 r._resized(length)
         logits = {r.outputs[0].name: r._out[0] for r in self.members}
         self.vote.run([logits[t.name] for t in self.vote.inputs])
-        return [runner._out[i].copy() for runner, i in self._where]
+        return [runner._out[0].copy() for runner in self._source]
 
     def close(self):
         for r in getattr(self, "runners", []):

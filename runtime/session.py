@@ -170,7 +170,7 @@ class Session:
         members = [k for k in info.signatures if k.startswith("member_")]
         if info.custom_ops and len(members) >= 2 and "vote" in info.signatures \
                 and len(members) <= self.threads < 2 * len(members) and self._parallel is not False:
-            # Each member on a thread of its own, side by side, then the file's vote (20-30% faster than every op
+            # Each member on a thread of its own, side by side, then the file's vote (20-40% faster than every op
             # on both threads at 8-64 tokens on 2 cores: no fork/join per op). Only at one thread per member: with
             # more, the members' multi-threaded kernel calls would queue on the kernels' one shared pool.
             runner = LiteRtMembersRunner(self.path, info.signatures, info.outputs)

@@ -98,17 +98,16 @@ def read_tflite(path: str | Path) -> TfliteInfo:
             raise ModelError(f"{path}: the '{METADATA_NAME}' metadata is not a JSON object")
         if model.SignatureDefsLength() == 0:
             raise ModelError(f"{path}: the model has no signature (export it with bebert-deploy)")
+        def info(sg, tmap):
+            t = sg.Tensors(tmap.TensorIndex())
+            return TensorInfo(tmap.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()), _np_dtype(t.Type(), path))
+
         signatures = {}
         for k in range(model.SignatureDefsLength()):
             sig = model.SignatureDefs(k)
             sg = model.Subgraphs(sig.SubgraphIndex())
-
-            def info(tmap):
-                t = sg.Tensors(tmap.TensorIndex())
-                return TensorInfo(tmap.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()), _np_dtype(t.Type(), path))
-
-            signatures[sig.SignatureKey().decode()] = ([info(sig.Inputs(i)) for i in range(sig.InputsLength())],
-                                                       [info(sig.Outputs(i)) for i in range(sig.OutputsLength())])
+            signatures[sig.SignatureKey().decode()] = ([info(sg, sig.Inputs(i)) for i in range(sig.InputsLength())],
+                                                       [info(sg, sig.Outputs(i)) for i in range(sig.OutputsLength())])
         ins, outs = next(iter(signatures.values()))
         customs = sorted({model.OperatorCodes(i).CustomCode().decode() for i in range(model.OperatorCodesLength())
                           if model.OperatorCodes(i).CustomCode()})

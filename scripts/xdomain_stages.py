@@ -88,18 +88,17 @@ def main(argv=None) -> None:
     clock = [time.perf_counter()]
 
     def on_step(name: str, model) -> None:
-        if name == "distilled":
+        if name == "distilled" and a.ablations:
             kept["half"] = copy.deepcopy(model)  # the ablations' start
         score(names[name], model, clock[0])
         clock[0] = time.perf_counter()
 
     P._binary_init(run, 0, "", on_step)
     q = cfg.quant
-    steps = []
-    if a.ablations:
-        steps += [("ternary W2, float word table, A4 (trained)", replace(q, weight_mode="ternary", embed_mode="fp")),
-                  ("float weights and word table, A4 (trained)", replace(q, weight_mode="fp", embed_mode="fp")),
-                  ("ternary W2-E2, A8 (trained)", replace(q, weight_mode="ternary", embed_mode="ternary", act_bits=8))]
+    steps = [("ternary W2, float word table, A4 (trained)", replace(q, weight_mode="ternary", embed_mode="fp")),
+             ("float weights and word table, A4 (trained)", replace(q, weight_mode="fp", embed_mode="fp")),
+             ("ternary W2-E2, A8 (trained)", replace(q, weight_mode="ternary", embed_mode="ternary", act_bits=8))
+             ] if a.ablations else []
     for name, qc in steps:
         model = with_quant(kept["half"], replace(qc, split=False)).to(run.device)
         t0 = time.perf_counter()

@@ -101,7 +101,6 @@ BEBERT_ATTN_TARGET inline VecF load_vec(const float* x) {
   return v;
 }
 
-// First n (< kVecFloats) floats of x, +0 in the other lanes.
 // Partial vectors: lanes t < n of x (n <= kVecFloats), the other lanes zero; stores write lanes t < n only. Masked
 // moves on AVX-512 (a variable-length memcpy per softmax row tail cost more than the tail's arithmetic).
 template <typename T, typename V>
@@ -141,11 +140,6 @@ BEBERT_ATTN_TARGET inline VecF first_lanes(VecF v, int n, float fill) {
   return lane < count ? v : splat(fill);
 }
 
-// One softmax row of L >= 1 scores, in three passes over p (float [L]):
-//   p[j] = float(acc[j]) * scale + mask[j], and their maximum m;
-//   p[j] = exp_vec(p[j] - m), summed in 16 running lanes (lane t takes j = t mod 16 in order) and fold_lanes;
-//   p[j] = p[j] * (1 / sum), and their minimum (returned).
-// Maximum and minimum are exact in any order (the inputs are finite: checked by the op), so they fold the same way.
 struct MaxOp {
   BEBERT_ATTN_TARGET VecF operator()(VecF a, VecF b) const { return b > a ? b : a; }
 };
@@ -156,6 +150,11 @@ struct AddOp {
   BEBERT_ATTN_TARGET VecF operator()(VecF a, VecF b) const { return a + b; }
 };
 
+// One softmax row of L >= 1 scores, in three passes over p (float [L]):
+//   p[j] = float(acc[j]) * scale + mask[j], and their maximum m;
+//   p[j] = exp_vec(p[j] - m), summed in 16 running lanes (lane t takes j = t mod 16 in order) and fold_lanes;
+//   p[j] = p[j] * (1 / sum), and their minimum (returned).
+// Maximum and minimum are exact in any order (the inputs are finite: checked by the op), so they fold the same way.
 BEBERT_ATTN_TARGET inline float softmax_row(const int32_t* acc, const float* mask, float scale, int L, float* p) {
   const MaxOp vmax;
   const MinOp vmin;
@@ -188,10 +187,9 @@ BEBERT_ATTN_TARGET inline float softmax_row(const int32_t* acc, const float* mas
     }
   for (int u = 0; j + u * kVecFloats < L; ++u) {  // the tail: lanes 0 .. L - j - 1, +0 added to the others
     const int o = j + u * kVecFloats, n = std::min(kVecFloats, L - o);
-    VecF v = exp_vec(load_part(p + o, n) - splat(m));
+    const VecF v = exp_vec(load_part(p + o, n) - splat(m));
     store_part(p + o, v, n);
-    v = load_part(p + o, n);
-    lane[u] = lane[u] + v;
+    lane[u] = lane[u] + first_lanes(v, n, 0.0f);  // the padding lanes' exp(0 - m) must not reach the sum
   }
   const float inv_total = 1.0f / fold_lanes(lane, vadd);
   for (int u = 0; u < kVecs; ++u) lane[u] = splat(INFINITY);

@@ -98,6 +98,19 @@ def load_tensors(path: Path) -> dict:
         raise CheckpointError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]})") from None
 
 
+def _state_tensors(model) -> dict:
+    """A module's state dict as safetensors stores it: {name: contiguous tensor}. A tensor reached under several
+    names (Q, K and V sharing one input quantizer) is written under each name, as copies, because safetensors
+    refuses shared storage; loading ties the copies back into the one module (and refuses copies that differ)."""
+    seen, out = set(), {}
+    for k, v in model.state_dict().items():
+        v = v.contiguous()
+        key = (v.data_ptr(), v.dtype, tuple(v.shape))
+        out[k] = v.clone() if key in seen and v.numel() else v
+        seen.add(key)
+    return out
+
+
 def save_checkpoint(out_dir: str | Path, members, alphas, task, max_len: int, tokenizer_dir: str | Path,
                     vote: str = "soft", teacher=None, provenance: dict | None = None,
                     member_info: list[dict] | None = None) -> Path:
@@ -111,12 +124,12 @@ def save_checkpoint(out_dir: str | Path, members, alphas, task, max_len: int, to
     with atomic_path(out_dir, is_dir=True) as tmp:
         for i, (m, a) in enumerate(zip(members, alphas)):
             name = f"member_{i}.safetensors"
-            save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp / name))
+            save_file(_state_tensors(m), str(tmp / name))
             info = (member_info or [{}] * len(members))[i]
             entries.append(MemberEntry(name, float(a), info.get("train_error"), info.get("dev", {})))
         t_entry = None
         if teacher is not None:
-            save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp / "teacher.safetensors"))
+            save_file(_state_tensors(teacher), str(tmp / "teacher.safetensors"))
             t_entry = {"file": "teacher.safetensors", "arch": asdict(teacher.arch)}
         from bebert_deploy.tokenizer import TOKENIZER_FILES
 
@@ -146,6 +159,8 @@ class LoadedCheckpoint:
 
 def load_checkpoint(path: str | Path, members: list[int] | None = None, with_teacher: bool = True) -> LoadedCheckpoint:
     """Load a checkpoint's members (all, or the given 0-based indices) and teacher as eval-mode modules."""
+    import torch
+
     from bebert_deploy.models.bert import BertArch, BertClassifier, QuantConfig
 
     d = Path(path)
@@ -161,10 +176,15 @@ def load_checkpoint(path: str | Path, members: list[int] | None = None, with_tea
 
     def build(a, q, file):
         m = BertClassifier(a, q)
+        tensors = load_tensors(d / file)
         try:
-            m.load_state_dict(load_tensors(d / file))
+            m.load_state_dict(tensors)
         except RuntimeError as e:
             raise CheckpointError(f"{d / file}: tensors do not match the declared model ({str(e).splitlines()[0]})") from None
+        own = m.state_dict()
+        differ = [k for k, t in tensors.items() if not torch.equal(own[k], t)]
+        if differ:  # names that one module shares (Q/K/V's input quantizer) were stored with different values
+            raise CheckpointError(f"{d / file}: tensor {differ[0]} differs from the tensor the model shares it with")
         return m.eval()
 
     loaded = [build(arch, quant, man.members[i].file) for i in idx]

@@ -16,7 +16,7 @@ import numpy as np
 
 from bebert_deploy.runtime.quant_levels import lsq_levels
 
-from .lowering import ActSpec, EmbeddingSpec, EnsembleSpec, LayerSpec, LinearSpec, MemberSpec
+from .lowering import ActSpec, EmbeddingSpec, EnsembleSpec, LayerSpec, LinearSpec, MemberSpec, packed_qkv_linear
 
 
 class Primitives:
@@ -130,8 +130,13 @@ class Primitives:
     def quant_attention(self, q, k, v, mask_add, layer: LayerSpec, num_heads: int, name: str):
         """The fused attention core of a ``fusable_attention`` layer, or None when this lowering has no such op
         (the graph then spells it out): q, k, v float32 [B, L, H] (projections before their quantizers),
-        mask_add [B, 1, 1, L] -> the context [B, L, H] (runtime/OPS.md, QuantAttention)."""
+        mask_add [B, 1, 1, L] -> the context [B, L, H] (runtime/OPS.md, QuantAttention). With k = v = None, q is
+        the packed [B, L, 3 H] output of one Q/K/V linear (lowerings whose ``packs_qkv`` is true)."""
         raise NotImplementedError
+
+    # whether quant_attention takes one packed Q/K/V tensor, so a layer whose Q, K and V share an input quantizer
+    # runs them as one linear op (one lookup table per token instead of three)
+    packs_qkv = False
 
 
 def fake_quant(low: Primitives, x, act: ActSpec, part: int = 0):
@@ -178,9 +183,13 @@ def encoder_layer(low: Primitives, layer: LayerSpec, m: MemberSpec, h, mask_add,
     def heads(t, act):  # [B, L, H] -> quantized [B, heads, L, D]
         return low.transpose(low.reshape(fake_quant(low, t, act), [0, 0, nh, hd]), [0, 2, 1, 3])
 
-    ql, kl, vl = (low.linear(h, spec, name + part) for spec, part in
-                  ((layer.query, "query"), (layer.key, "key"), (layer.value, "value")))
-    ctx = low.quant_attention(ql, kl, vl, mask_add, layer, nh, name + "attention") if fusable_attention(layer) else None
+    qkv = packed_qkv_linear(layer) if fusable_attention(layer) and low.packs_qkv else None
+    if qkv is not None:
+        ctx = low.quant_attention(low.linear(h, qkv, name + "qkv"), None, None, mask_add, layer, nh, name + "attention")
+    else:
+        ql, kl, vl = (low.linear(h, spec, name + part) for spec, part in
+                      ((layer.query, "query"), (layer.key, "key"), (layer.value, "value")))
+        ctx = low.quant_attention(ql, kl, vl, mask_add, layer, nh, name + "attention") if fusable_attention(layer) else None
     if ctx is None:
         q, k, v = heads(ql, layer.q_act), heads(kl, layer.k_act), heads(vl, layer.v_act)
         scores = low.add(low.div(low.matmul(q, k, transpose_b=True), low.const(math.sqrt(hd))), mask_add)

@@ -156,6 +156,23 @@ class LayerSpec:
     attention: str = "softmax"  # or 'bool': BiBERT's Bi-Attention, probs = 1[scores > 0] (probs_act unused)
 
 
+def packed_qkv_linear(layer: LayerSpec) -> LinearSpec | None:
+    """Q, K and V of ``layer`` as one linear [.., K] -> [.., 3 A] (weights, scales and biases concatenated along N,
+    in that order) when they can run as one GEMM: binary, one input width, and one input quantizer (equal modes and
+    steps, as ``QuantConfig.qkv_shared_act`` trains them). None otherwise."""
+    specs = (layer.query, layer.key, layer.value)
+    q = layer.query
+    if not all(s.binary for s in specs):
+        return None
+    same = all(s.k == q.k and s.packed.shape[0] == q.packed.shape[0] and s.act.mode == q.act.mode and s.act.bits == q.act.bits
+               and s.act.symmetric == q.act.symmetric and np.array_equal(s.act.steps, q.act.steps) for s in specs)
+    if not same:
+        return None
+    return LinearSpec(q.k, sum(s.n for s in specs), np.concatenate([s.bias for s in specs]), q.act,
+                      packed=np.concatenate([s.packed for s in specs], axis=1),
+                      alpha=np.concatenate([s.alpha for s in specs], axis=1))
+
+
 @dataclass
 class MemberSpec:
     """One BERT classifier, lowered."""

@@ -207,8 +207,14 @@ class OnnxLowering(Primitives):
         if self.ops != "custom":
             return None
         steps = self.g.init(f"{name}.steps", graph.attention_steps(layer))
+        packed = {"packed_qkv": 1} if k is None else {}  # q is [B, L, 3H]: the op reads Q, K, V from its thirds
+        k, v = (q, q) if k is None else (k, v)
         return self.g.op("QuantAttention", [q, k, v, mask_add, steps], name=name,
-                         domain=CUSTOM_DOMAIN, num_heads=num_heads, act_bits=layer.probs_act.bits)
+                         domain=CUSTOM_DOMAIN, num_heads=num_heads, act_bits=layer.probs_act.bits, **packed)
+
+    @property
+    def packs_qkv(self):
+        return self.ops == "custom"
 
     def embedding(self, ids, word, position, name, position_name):
         g = self.g

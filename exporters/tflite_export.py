@@ -204,9 +204,15 @@ class TfliteLowering(Primitives):
         if self.ops != "custom":
             return None
         g = self.g
-        ins = [q, k, v, mask_add, g.init(f"{name}.steps", attention_steps(layer)),
-               g.const([num_heads, layer.probs_act.bits], np.int32)]
-        return g.op(CUSTOM_ATTENTION, ins, g.shape(q), custom=CUSTOM_ATTENTION)
+        params, shape = [num_heads, layer.probs_act.bits], g.shape(q)
+        if k is None:  # q is [B, L, 3H]: the op reads Q, K, V from its thirds; params' third entry says so
+            k, v, params, shape = q, q, params + [1], shape[:-1] + (shape[-1] // 3,)
+        ins = [q, k, v, mask_add, g.init(f"{name}.steps", attention_steps(layer)), g.const(params, np.int32)]
+        return g.op(CUSTOM_ATTENTION, ins, shape, custom=CUSTOM_ATTENTION)
+
+    @property
+    def packs_qkv(self):
+        return self.ops == "custom"
 
     def unpack_signs(self, rows: int, dim: int) -> int:
         """uint8 [..., row_bytes] packed rows -> float +-1 [..., dim] (runtime/LAYOUT.md: bit 1 <=> -1, LSB first)."""

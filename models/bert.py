@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import QuantEmbedding, QuantLinear, SumOfParts
+from .layers import QuantEmbedding, QuantLinear, SumOfParts, layer_parts
 from .quantizers import BoolAttention, make_act_quantizer
 
 MASK_VALUE = -10000.0  # additive attention mask, as in the BERT/BinaryBERT code; the exporters use it too
@@ -78,6 +78,9 @@ class QuantConfig:
     act_bits: int = 4
     split: bool = False  # after ternary weight splitting: every quantized slot is a SumOfParts of two binaries
     attention: str = "softmax"  # 'softmax', or 'bool': BiBERT's Bi-Attention (binary weights, no softmax)
+    # Q, K and V read one input quantizer (one per TWS half) instead of three: they quantize the same h, and one
+    # quantized input lets the exporters run the three projections as one GEMM over one lookup table.
+    qkv_shared_act: bool = False
 
     @property
     def member_type(self) -> str:
@@ -125,6 +128,10 @@ class BertLayer(nn.Module):
         self.query = quant_linear(quant, H, A)
         self.key = quant_linear(quant, H, A)
         self.value = quant_linear(quant, H, A)
+        if quant.qkv_shared_act:
+            for slot in (self.key, self.value):
+                for part, q_part in zip(layer_parts(slot), layer_parts(self.query)):
+                    part.act_quant = q_part.act_quant  # one module: one LSQ step, learned from all three
         self.attn_out = quant_linear(quant, A, H)
         self.ffn_in = quant_linear(quant, H, I)
         if quant.attention not in ("softmax", "bool"):

@@ -1,7 +1,8 @@
 """Size and latency of BEBERT exports at real model shapes (random weights), seq 128, against fp32 and int8.
 
     python scripts/bench_shapes.py [--shapes minilm,bert-base] [--members 1,2,3] [--targets onnx,tflite] [--runs 30]
-                                   [--tied 1,2] [--shared 2] [--bibert 1,2] [--out results/shapes] [--profile]
+                                   [--tied 1,2] [--shared 2] [--bibert 1,2] [--qkv 1,2] [--tied-qkv 1,2]
+                                   [--out results/shapes] [--profile]
 
 Random weights are enough for size and speed (accuracy needs training: see the quickstart / accuracy runs).
 Members are TWS-split binary W1-E1-A4 models at half width (BinaryBERT's layout); the fp32 baseline is the
@@ -37,10 +38,20 @@ SHAPES = {
 }
 
 
+# --option: (random_checkpoint arguments, lowerings exported, what the members are)
+VARIANTS = {
+    "bibert": (dict(member_type="bibert"), ("custom",), "BiBERT (W1A1)"),
+    "tied": (dict(member_type="tied"), ("custom", "builtin"), "tied-TWS"),
+    "shared": (dict(shared_embedding=True), ("custom",), "one-word-table (--share-embedding)"),
+    "qkv": (dict(qkv_shared=True), ("custom",), "shared Q/K/V input quantizer (--qkv-shared-act)"),
+    "tied_qkv": (dict(member_type="tied", qkv_shared=True), ("custom",), "tied-TWS with a shared Q/K/V quantizer"),
+}
+
+
 def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, member_type: str = "binarybert",
-                      shared_embedding: bool = False) -> Path:
+                      shared_embedding: bool = False, qkv_shared: bool = False) -> Path:
     """BinaryBERT members: TWS-split W1-E1-A4 at half width; tied: tied TWS (ternary, one quantizer and one scale
-    per slot) at half width; BiBERT members: W1-E1-A1 at full width."""
+    per slot) at half width; BiBERT members: W1-E1-A1 at full width. qkv_shared: Q, K, V read one input quantizer."""
     torch.manual_seed(0)
     teacher = BertClassifier(arch, FP_QUANT).eval()
     half = replace(arch, num_heads=arch.num_heads // 2, intermediate_size=arch.intermediate_size // 2)
@@ -50,9 +61,11 @@ def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, mem
         if member_type == "bibert":
             m = BertClassifier(arch, BIBERT_QUANT).eval()
         elif member_type == "tied":
-            m = BertClassifier(half, QuantConfig(weight_mode="ternary", embed_mode="ternary", act_bits=4)).eval()
+            m = BertClassifier(half, QuantConfig(weight_mode="ternary", embed_mode="ternary", act_bits=4,
+                                                 qkv_shared_act=qkv_shared)).eval()
         else:
-            m = BertClassifier(half, QuantConfig(weight_mode="binary", embed_mode="binary", act_bits=4, split=True)).eval()
+            m = BertClassifier(half, QuantConfig(weight_mode="binary", embed_mode="binary", act_bits=4, split=True,
+                                                 qkv_shared_act=qkv_shared)).eval()
         if shared_embedding and ms:  # --share-embedding: later members hold the first member's word table
             m.word_embeddings.load_state_dict(ms[0].word_embeddings.state_dict())
         with torch.no_grad():
@@ -118,10 +131,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--targets", default="onnx,tflite")
-    ap.add_argument("--bibert", default="", help="also BiBERT (W1A1) ensembles of these sizes, custom ops, e.g. 1,2")
-    ap.add_argument("--tied", default="", help="also tied-TWS ensembles of these sizes (custom and builtin), e.g. 1,2")
-    ap.add_argument("--shared", default="", help="also ensembles of these sizes whose members share one word table "
-                                                 "(--share-embedding), custom ops, e.g. 2")
+    for opt, (_, lowerings, what) in VARIANTS.items():
+        ap.add_argument(f"--{opt.replace('_', '-')}", default="",
+                        help=f"also {what} ensembles of these sizes ({' and '.join(lowerings)} ops), e.g. 1,2")
     ap.add_argument("--out", default="results/shapes")
     ap.add_argument("--profile", action="store_true", help="also ONNX Runtime's per-op-type time of each ONNX file")
     ap.add_argument("--compare-lib", default=None,
@@ -141,28 +153,16 @@ def main(argv=None):
                 for ops in ("custom", "builtin"):
                     models.append(export(ck, d / f"bebert{n}-{ops}.{target}", target, "binary", ops,
                                          members=list(range(n))))
-        if a.bibert:
-            bck = random_checkpoint(SHAPES[shape](), max(int(x) for x in a.bibert.split(",")), d / "checkpoint-bibert",
-                                    a.seq_len, "bibert")
+        for opt, (kwargs, lowerings, _) in VARIANTS.items():
+            sizes = [int(x) for x in getattr(a, opt).split(",") if x]
+            if not sizes:
+                continue
+            vck = random_checkpoint(SHAPES[shape](), max(sizes), d / f"checkpoint-{opt}", a.seq_len, **kwargs)
             for target in a.targets.split(","):
-                for n in (int(x) for x in a.bibert.split(",")):
-                    models.append(export(bck, d / f"bibert{n}-custom.{target}", target, "binary", "custom",
-                                         members=list(range(n))))
-        if a.tied:
-            tck = random_checkpoint(SHAPES[shape](), max(int(x) for x in a.tied.split(",")), d / "checkpoint-tied",
-                                    a.seq_len, "tied")
-            for target in a.targets.split(","):
-                for n in (int(x) for x in a.tied.split(",")):
-                    for ops in ("custom", "builtin"):
-                        models.append(export(tck, d / f"tied{n}-{ops}.{target}", target, "binary", ops,
+                for n in sizes:
+                    for ops in lowerings:
+                        models.append(export(vck, d / f"{opt}{n}-{ops}.{target}", target, "binary", ops,
                                              members=list(range(n))))
-        if a.shared:
-            sck = random_checkpoint(SHAPES[shape](), max(int(x) for x in a.shared.split(",")), d / "checkpoint-shared",
-                                    a.seq_len, shared_embedding=True)
-            for target in a.targets.split(","):
-                for n in (int(x) for x in a.shared.split(",")):
-                    models.append(export(sck, d / f"shared{n}-custom.{target}", target, "binary", "custom",
-                                         members=list(range(n))))
         cfg = b.BenchConfig(seq_len=a.seq_len, batch=1, threads=a.threads, warmup=5, runs=a.runs,
                             device_label=f"{shape} random weights")
         res = b.run_bench([str(p) for p in models[1:]], str(models[0]), cfg)

@@ -29,6 +29,8 @@ MODES = {
     "boost": (dict(ensemble="boost"), 3),
     "indep-noextra": (dict(ensemble="independent", extra_text="none", augment=0), 2),
     "tied-noextra": (dict(ensemble="independent", extra_text="none", augment=0, tws_tied=True), 2),
+    # Q, K and V with one input quantizer (one GEMM for the three in the exported files)
+    "qkv-noextra": (dict(ensemble="independent", extra_text="none", augment=0, quant=dict(qkv_shared_act=True)), 2),
     "shared-noextra": (dict(ensemble="independent", extra_text="none", augment=0, share_embedding=True), 2),
     # the default extra text (--extra-text) distilled into 2 members, no augmentation: the cross-domain recipe at
     # the cost of one more pass over ~13k teacher-labelled sentences per stage
@@ -106,7 +108,9 @@ def run_seed(a, seed: int) -> None:
             print(f"[{name}] skipped: deadline", flush=True)
             return
         over, members = MODES[mode]
-        cfg = replace(base, teacher=teacher, boost=BoostConfig(members=members), **over)
+        over = dict(over)
+        cfg = replace(base, teacher=teacher, boost=BoostConfig(members=members),
+                      quant=replace(base.quant, **over.pop("quant", {})), **over)
         t0 = time.time()
         summary = train_bebert(cfg, ck)
         wall = time.time() - t0

@@ -96,3 +96,21 @@ def test_bad_arguments(bad, msg):
         args["k"] = args["v"] = np.zeros_like(bad["q"])
     with pytest.raises(ValueError, match=msg):
         _kernels.quant_attention(**args)
+
+
+@pytest.mark.parametrize("B,L,heads,d", [(1, 27, 6, 32), (2, 37, 4, 16)])
+def test_packed_qkv_gives_the_same_bits(B, L, heads, d):
+    """Q, K, V as the column thirds of one [B, L, 3H] tensor (one Q/K/V GEMM's output, given three times): the same
+    output as three tensors, on every ISA; a NaN in any third is refused."""
+    q, k, v, mask_add, steps = _case(B, L, heads, d, seed=5)
+    qkv = np.concatenate([q, k, v], axis=-1)
+    for isa in ISAS:
+        ref = _kernels.quant_attention(q, k, v, mask_add, steps, heads, 4, 2, isa)
+        out = _kernels.quant_attention(qkv, qkv, qkv, mask_add, steps, heads, 4, 2, isa, packed_qkv=True)
+        assert out.shape == q.shape and np.array_equal(out, ref), isa
+    bad = qkv.copy()
+    bad[-1, -1, -1] = np.nan  # in V's third
+    with pytest.raises(ValueError, match="NaN or inf"):
+        _kernels.quant_attention(bad, bad, bad, mask_add, steps, heads, 4, packed_qkv=True)
+    with pytest.raises(ValueError, match="packed q/k/v must be \\[B, L, 3 H\\]"):
+        _kernels.quant_attention(qkv[..., 1:], qkv[..., 1:], qkv[..., 1:], mask_add, steps, heads, 4, packed_qkv=True)

@@ -2,7 +2,8 @@
 quantizer and one scale) train, save, and export as ONE GEMM per slot: two sign planes with equal scales for our
 ops (one shared table), one stock INT4 FULLY_CONNECTED of values {-2, 0, 2} for the builtin TFLite lowering.
 Shared embedding: later members reuse the first member's word table (frozen), stored once in the exported file.
-Outputs match PyTorch."""
+Shared Q/K/V input quantizer: one LSQ module per TWS half read by Q, K and V, saved and loaded tied, exported as one
+packed-bit linear op per layer whose [B, L, 3H] output QuantAttention reads in thirds. Outputs match PyTorch."""
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,10 @@ from bebert_deploy.checkpoint import load_checkpoint
 from bebert_deploy.cli import main
 from bebert_deploy.config import BoostConfig, TrainConfig
 from bebert_deploy.exporters.export import export
-from bebert_deploy.exporters.lowering import ensemble_spec
+from bebert_deploy.checkpoint import CheckpointError
+from bebert_deploy.exporters.lowering import ensemble_spec, packed_qkv_linear
+from bebert_deploy.models.bert import QuantConfig
+from bebert_deploy.models.layers import layer_parts
 from bebert_deploy.models.quantizers import ternarize_weight, ternary_sign_planes
 from bebert_deploy.runtime.bitpack import unpack_bits
 from bebert_deploy.runtime.session import Session
@@ -128,3 +132,68 @@ def test_shared_embedding_is_stored_once(shared_ckpt, tmp_path):
     assert np.abs(Session(t, threads=2).run(_feed(ids, mask, types))["probs"] - ref_rows).max() <= QUANT_TOL
     # the packed table's bytes appear once in the file (the per-member signatures share its buffer too)
     assert t.read_bytes().count(tables[0].raw_data) == 1
+
+
+@pytest.fixture(scope="module")
+def qkv_ckpt(tmp_path_factory, tiny_base, tiny_data):
+    return _train_variant(tmp_path_factory, tiny_base, tiny_data, quant=QuantConfig(qkv_shared_act=True))
+
+
+def test_qkv_share_one_input_quantizer(qkv_ckpt, tiny_ckpt, tmp_path):
+    ck = load_checkpoint(qkv_ckpt)
+    layer = ck.members[1].layers[0]
+    for s in range(2):  # one module per TWS half, trained (its step moved off the first-batch initialisation)
+        qz = layer_parts(layer.query)[s].act_quant
+        assert layer_parts(layer.key)[s].act_quant is qz and layer_parts(layer.value)[s].act_quant is qz
+    assert layer_parts(layer.query)[0].act_quant is not layer_parts(layer.query)[1].act_quant
+    spec = ensemble_spec(ck).members[0].layers[1]
+    fused = packed_qkv_linear(spec)
+    assert fused.n == 3 * spec.query.n and fused.packed.shape[:2] == (2, 3 * spec.query.n)
+    assert np.array_equal(fused.packed[:, spec.query.n:2 * spec.query.n], spec.key.packed)
+    assert np.array_equal(fused.bias[-spec.value.n:], spec.value.bias)
+    # a model trained with three quantizers keeps three linear ops
+    assert packed_qkv_linear(ensemble_spec(load_checkpoint(tiny_ckpt)).members[0].layers[0]) is None
+    # a file whose copies of the shared step disagree was edited: refused, not loaded with one of the values
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(qkv_ckpt, bad)
+    t = load_file(str(bad / "member_0.safetensors"))
+    t["layers.0.value.parts.1.act_quant.step"] += 0.5
+    save_file(t, str(bad / "member_0.safetensors"))
+    with pytest.raises(CheckpointError, match="differs from the tensor the model shares it with"):
+        load_checkpoint(bad)
+
+
+def test_qkv_exports_run_one_linear_op_and_match_pytorch(qkv_ckpt, tmp_path):
+    import onnx
+
+    ck = load_checkpoint(qkv_ckpt)
+    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=9)
+    ens = _ensemble(ck)
+    with torch.no_grad():
+        ref_batch = ens(ids, mask, types)[0].numpy()
+    ref_rows = np.concatenate([r[0].numpy() for r in _torch_rows(ens, ids, mask, types)])
+    layers = len(ck.members[0].layers)
+    p = export(qkv_ckpt, tmp_path / "q.onnx", "onnx", "binary", "custom")
+    nodes = onnx.load(str(p)).graph.node
+    # per member and layer: Q/K/V, attention output, FFN in, FFN out; plus the pooler
+    assert sum(n.op_type == "BinaryLinear" for n in nodes) == 2 * (4 * layers + 1)
+    att = [n for n in nodes if n.op_type == "QuantAttention"]
+    assert len(att) == 2 * layers and all(n.input[0] == n.input[1] == n.input[2] for n in att)
+    assert np.abs(Session(p, threads=2).run(_feed(ids, mask, types))["probs"] - ref_batch).max() <= QUANT_TOL
+    t = export(qkv_ckpt, tmp_path / "q.tflite", "tflite", "binary", "custom")
+    from ai_edge_litert import schema_py_generated as tfl
+
+    m = tfl.Model.GetRootAs(t.read_bytes(), 0)
+    sg = m.Subgraphs(0)
+    custom = [m.OperatorCodes(sg.Operators(i).OpcodeIndex()).CustomCode() for i in range(sg.OperatorsLength())]
+    assert custom.count(b"BebertBinaryFC") == 2 * (4 * layers + 1)
+    for parallel in (True, False):
+        out = Session(t, threads=2, parallel_members=parallel).run(_feed(ids, mask, types))
+        assert np.abs(out["probs"] - ref_rows).max() <= QUANT_TOL
+    # the stock-ops lowering has no packed attention: three linears, still exact up to its tolerance
+    b = Session(export(qkv_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin"), threads=2).run(_feed(ids, mask, types))
+    assert np.abs(b["probs"] - ref_rows).max() <= BUILTIN_TOL

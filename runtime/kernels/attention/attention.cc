@@ -22,6 +22,7 @@ std::string validate_attention(const AttentionArgs& a) {
     if (!(s > 0.0f) || !(s <= 1e6f)) return "activation steps must be in (0, 1e6]";
   if (!a.q || !a.k || !a.v || !a.mask_add || !a.out) return "null input or output pointer";
   if (a.threads < 1) return "threads must be >= 1";
+  if (a.in_stride != 0 && a.in_stride < a.heads * a.head_dim) return "in_stride must be 0 or >= heads * head_dim";
   return "";
 }
 

@@ -22,6 +22,8 @@ struct AttentionArgs {
   const float* q = nullptr;         // [B, L, heads * head_dim] (the query projection, before its quantizer)
   const float* k = nullptr;         // [B, L, heads * head_dim]
   const float* v = nullptr;         // [B, L, heads * head_dim]
+  int in_stride = 0;                // row stride of q, k, v in floats; 0 = heads * head_dim. Q, K and V as column
+                                    // ranges of one [B, L, 3 H] tensor (one GEMM made them): 3 H, k = q + H, v = q + 2 H
   const float* mask_add = nullptr;  // [B, L]: 0 for tokens, a large negative value for padding
   float step_q = 1, step_k = 1, step_v = 1, step_p = 1;
   int bits = 4;                     // 2..8: q/k/v symmetric, probabilities asymmetric

@@ -216,6 +216,9 @@ BEBERT_ATTN_TARGET inline float round_clamp(float v, float lo, float hi) {
   return q <= hi ? q : hi;
 }
 
+// The row stride of q, k and v in floats: heads * head_dim, or more when they are column ranges of one packed tensor.
+inline int input_stride(const AttentionArgs& a) { return a.in_stride ? a.in_stride : a.heads * a.head_dim; }
+
 // codes[r * cs + c * ds] = clamp(nearbyint(x[r * stride + c] / step), qn, qp) for rows r < rows, columns c < cols.
 BEBERT_ATTN_TARGET inline void codes(const float* x, int rows, int cols, int stride, float step, int qn, int qp,
                                      int8_t* out, int rs, int cs) {
@@ -447,7 +450,7 @@ BEBERT_ATTN_TARGET inline void store_transposed4(int8_t* out, const B16 (&r)[4])
 // v codes by 4 keys per column with their sums over keys. Codes are computed row by row (vectorised) and written
 // straight into these layouts: a transposed-then-repacked version spent most of the kernel in byte scatters.
 BEBERT_ATTN_TARGET inline void pack_head(const AttentionArgs& a, size_t base, Head& s) {
-  const int L = a.L, D = a.head_dim, H = a.heads * D, qn = -(1 << (a.bits - 1)), qp = (1 << (a.bits - 1)) - 1;
+  const int L = a.L, D = a.head_dim, H = input_stride(a), qn = -(1 << (a.bits - 1)), qp = (1 << (a.bits - 1)) - 1;
   const int Dp4 = round_up(D, 4), Lp16 = round_up(L, 16), Lp4 = round_up(L, 4), Dp16 = round_up(D, 16);
   const float lo = static_cast<float>(qn), hi = static_cast<float>(qp);
   s.qu.assign(static_cast<size_t>(L) * Dp16, 0);
@@ -490,8 +493,8 @@ BEBERT_ATTN_TARGET inline void pack_head(const AttentionArgs& a, size_t base, He
 
 // Phase 1 of head h: codes, scores, softmax; records the head's smallest probability.
 BEBERT_ATTN_TARGET void head_softmax(const AttentionArgs& a, int b, int h, Head& s) {
-  const int L = a.L, D = a.head_dim, H = a.heads * D, qn = -(1 << (a.bits - 1)), qp = (1 << (a.bits - 1)) - 1;
-  const size_t base = static_cast<size_t>(b) * L * H + static_cast<size_t>(h) * D;
+  const int L = a.L, D = a.head_dim, H = input_stride(a), qn = -(1 << (a.bits - 1)), qp = (1 << (a.bits - 1)) - 1;
+  const size_t base = static_cast<size_t>(b) * L * H + static_cast<size_t>(h) * D;  // of q, k and v
   s.acc.resize(std::max(L, D));
   s.probs.resize(static_cast<size_t>(L) * L);
   s.u.resize(L);

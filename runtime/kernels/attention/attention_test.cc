@@ -100,6 +100,30 @@ void run_case(std::mt19937& rng, int B, int L, int heads, int D, int bits) {
       }
     a.v = v.data();
   }
+  {  // Q, K, V as column ranges of one [B, L, 3H] tensor (a Q/K/V GEMM's output): the same bits on every ISA
+    const int H = heads * D;
+    std::vector<float> qkv(3 * n);
+    for (size_t r = 0; r < n / H; ++r)
+      for (int c = 0; c < H; ++c) {
+        qkv[r * 3 * H + c] = q[r * H + c];
+        qkv[r * 3 * H + H + c] = k[r * H + c];
+        qkv[r * 3 * H + 2 * H + c] = v[r * H + c];
+      }
+    AttentionArgs p = a;
+    p.q = qkv.data(); p.k = qkv.data() + H; p.v = qkv.data() + 2 * H; p.in_stride = 3 * H;
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+      if (!isa_supported(isa)) continue;
+      std::fill(out.begin(), out.end(), NAN);
+      p.out = out.data();
+      quant_attention(p, isa);
+      for (size_t i = 0; i < n; ++i)
+        if (out[i] != base[i]) {
+          std::printf("FAIL packed q/k/v %s B=%d L=%d: element %zu %g vs %g\n", isa_name(isa), B, L, i, out[i], base[i]);
+          ++failures;
+          break;
+        }
+    }
+  }
   const std::vector<double> ref = reference(a);
   const double one_level = 0.02 * (1 << (bits - 1)) * 0.25;
   size_t off = 0;

@@ -234,16 +234,21 @@ struct AttentionPlan {
 
 // q, k, v float [B, L, heads * head_dim] of one shape; mask_add float with B * L elements ([B, 1, 1, L] in the
 // exported graphs); steps float [4] = (q, k, v, probabilities), positive and finite; heads >= 1 dividing the
-// last dim; bits in 2..8. q, k, v and mask_add finite.
+// last dim; bits in 2..8. q, k, v and mask_add finite. With packed_qkv, q, k and v are [B, L, 3 H] (the one output
+// of a Q/K/V GEMM, usually one tensor given three times): the op reads columns [0, H) of q, [H, 2 H) of k and
+// [2 H, 3 H) of v, and the output is [B, L, H].
 inline std::string check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
-                                   const Tensor& steps, int64_t heads, int64_t bits, AttentionPlan* plan) {
+                                   const Tensor& steps, int64_t heads, int64_t bits, AttentionPlan* plan,
+                                   bool packed_qkv = false) {
   if (q.type != DType::kF32 || q.dims.size() != 3) return "q must be float32 [B, L, H], got " + dims_str(q.dims);
   if (k.type != DType::kF32 || k.dims != q.dims || v.type != DType::kF32 || v.dims != q.dims)
     return "shape mismatch: k " + dims_str(k.dims) + " and v " + dims_str(v.dims) + " must be float32 like q " +
            dims_str(q.dims);
   const int64_t n = element_count(q.dims);
   if (n < 0) return "q " + dims_str(q.dims) + " is too large or has a negative dim";
-  const int64_t B = q.dims[0], L = q.dims[1], H = q.dims[2];
+  if (packed_qkv && q.dims[2] % 3 != 0)
+    return "packed q/k/v must be [B, L, 3 H], got a last dim of " + std::to_string(q.dims[2]);
+  const int64_t B = q.dims[0], L = q.dims[1], H = packed_qkv ? q.dims[2] / 3 : q.dims[2];
   if (heads < 1 || H < 1 || H % heads != 0)
     return "num_heads must be >= 1 and divide the hidden size " + std::to_string(H) + ", got " + std::to_string(heads);
   if (bits < 2 || bits > 8) return "act_bits must be in 2..8, got " + std::to_string(bits);
@@ -258,16 +263,22 @@ inline std::string check_attention(const Tensor& q, const Tensor& k, const Tenso
   for (int i = 0; i < 4; ++i)  // bounded so that scores of 8-bit codes stay finite (no trained step comes near)
     if (!(st[i] > 0.0f) || !(st[i] <= kMaxAttentionStep)) return "activation steps must be in (0, 1e6]";
   if (!all_finite(static_cast<const float*>(mask.data), B * L)) return "mask_add holds NaN or inf";
-  for (const Tensor* t : {&q, &k, &v})
-    if (!all_finite(static_cast<const float*>(t->data), n)) return "q, k or v holds NaN or inf (produced by an earlier node)";
+  for (const Tensor* t : {&q, &k, &v})  // one packed tensor given three times is scanned once
+    if ((t == &q || t->data != q.data) && !all_finite(static_cast<const float*>(t->data), n))
+      return "q, k or v holds NaN or inf (produced by an earlier node)";
   if (L > 8192 || H / heads > 4096) return "L must be <= 8192 and head_dim <= 4096";
   AttentionArgs& a = plan->args;
   a.B = static_cast<int>(B); a.L = static_cast<int>(L); a.heads = static_cast<int>(heads);
   a.head_dim = static_cast<int>(H / heads); a.bits = static_cast<int>(bits);
   a.q = static_cast<const float*>(q.data); a.k = static_cast<const float*>(k.data);
   a.v = static_cast<const float*>(v.data); a.mask_add = static_cast<const float*>(mask.data);
+  if (packed_qkv && n) {
+    a.k += H;
+    a.v += 2 * H;
+    a.in_stride = static_cast<int>(3 * H);
+  }
   a.step_q = st[0]; a.step_k = st[1]; a.step_v = st[2]; a.step_p = st[3];
-  plan->out_dims = q.dims;
+  plan->out_dims = {B, L, H};
   return "";
 }
 

@@ -170,8 +170,9 @@ void fuzz_attention(Input& in) {
   Owned mask = make(in, DType::kF32, md);
   Owned steps = make(in, DType::kF32, {in.byte() % 8 == 0 ? in.range(0, 6) : 4});
   const int64_t bits = in.byte() % 4 == 0 ? in.range(-2, 12) : 4, nh = in.byte() % 8 == 0 ? in.range(-2, 6) : heads;
+  const bool packed = in.byte() % 4 == 0;  // q, k, v as column ranges of [B, L, 3 H] (any width: check refuses)
   bebert::ops::AttentionPlan plan;
-  if (!bebert::ops::check_attention(q.t, k.t, v.t, mask.t, steps.t, nh, bits, &plan).empty()) return;
+  if (!bebert::ops::check_attention(q.t, k.t, v.t, mask.t, steps.t, nh, bits, &plan, packed).empty()) return;
   // the output has q's checked dims, which may differ from the dims the harness asked for (make() mutates them)
   std::vector<float> y(static_cast<size_t>(bebert::ops::element_count(plan.out_dims)), NAN);
   if (!bebert::ops::run_attention(plan, y.data(), in.range(1, 3)).empty()) std::abort();  // check promised a valid call

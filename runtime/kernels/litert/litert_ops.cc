@@ -198,7 +198,9 @@ int run_embedding(Session* s, size_t n_in, const Handle* in, size_t n_out, Handl
 }
 
 // BebertQuantAttention inputs: q, k, v float [B, L, H], mask_add float [B, 1, 1, L], steps float [4] (q, k, v,
-// probabilities), params int32 [2] = (num_heads, act_bits); output float [B, L, H].
+// probabilities), params int32 [2] = (num_heads, act_bits); output float [B, L, H]. params int32 [3] =
+// (num_heads, act_bits, 1): q, k, v are [B, L, 3 H] column ranges of one packed Q/K/V tensor (OPS.md); the output
+// layout, which LiteRT asks for from the input layouts alone, follows from params' length.
 int run_attention(Session* s, size_t n_in, const Handle* in, size_t n_out, Handle* out) noexcept {
   const Api* api = s->api;
   const char* op = "BebertQuantAttention: ";
@@ -208,13 +210,17 @@ int run_attention(Session* s, size_t n_in, const Handle* in, size_t n_out, Handl
   if (!(q.ok && k.ok && v.ok && m.ok && st.ok && p.ok && y.ok))
     return s->fail(std::string(op) + "cannot read an input or write the output buffer"), kErrorRuntimeFailure;
   const Tensor params = p.view();
-  if (params.type != DType::kI32 || params.dims != std::vector<int64_t>{2})
-    return s->fail(std::string(op) + "params must be int32 [2] = (num_heads, act_bits), got " +
-                   bebert::ops::dims_str(params.dims)), kErrorRuntimeFailure;
+  if (params.type != DType::kI32 || params.dims.size() != 1 || (params.dims[0] != 2 && params.dims[0] != 3))
+    return s->fail(std::string(op) + "params must be int32 [2] = (num_heads, act_bits) or [3] = (num_heads, act_bits, 1), "
+                   "got " + bebert::ops::dims_str(params.dims)), kErrorRuntimeFailure;
   const int32_t* prm = static_cast<const int32_t*>(params.data);
+  const bool packed = params.dims[0] == 3;
+  if (packed && prm[2] != 1)
+    return s->fail(std::string(op) + "params[2] (packed q/k/v) must be 1, got " + std::to_string(prm[2])), kErrorRuntimeFailure;
   const Tensor ty = y.view();
   bebert::ops::AttentionPlan plan;
-  std::string err = bebert::ops::check_attention(q.view(), k.view(), v.view(), m.view(), st.view(), prm[0], prm[1], &plan);
+  std::string err =
+      bebert::ops::check_attention(q.view(), k.view(), v.view(), m.view(), st.view(), prm[0], prm[1], &plan, packed);
   if (err.empty() && (ty.type != DType::kF32 || ty.dims != plan.out_dims))
     err = "shape mismatch: output must be float32 " + bebert::ops::dims_str(plan.out_dims) + ", got " + bebert::ops::dims_str(ty.dims);
   if (err.empty()) err = bebert::ops::run_attention(plan, static_cast<float*>(y.data), s->threads);
@@ -255,9 +261,10 @@ int op_output_layouts(void* user, size_t n_in, const Layout* in, size_t n_out, L
     l = in[0];
     l.dims[in[0].rank() - 1] = in[1].dims[1];
   } else if (st->kind == OpKind::kAttention) {
-    if (n_in != 6 || in[0].rank() != 3)
-      return st->session->fail("BebertQuantAttention: q must have rank 3"), kErrorRuntimeFailure;
+    if (n_in != 6 || in[0].rank() != 3 || in[5].rank() != 1)
+      return st->session->fail("BebertQuantAttention: q must have rank 3 and params rank 1"), kErrorRuntimeFailure;
     l = in[0];
+    if (in[5].dims[0] == 3) l.dims[2] = in[0].dims[2] / 3;  // packed q/k/v [B, L, 3 H] -> [B, L, H]
   } else if (st->kind == OpKind::kLayerNorm) {
     if (n_in != 5 || in[0].rank() < 1 || in[0].rank() > kMaxRank)
       return st->session->fail("BebertAddLayerNorm: x must have rank 1..8"), kErrorRuntimeFailure;

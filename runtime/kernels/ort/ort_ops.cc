@@ -225,14 +225,16 @@ OrtStatus* embedding_compute(void* k, OrtKernelContext* ctx) noexcept {
 // ---- QuantAttention (runtime/OPS.md) --------------------------------------------------------------------
 struct AttentionKernel {
   int64_t heads, bits;  // 0 when an attribute is missing: check_attention refuses it (at compute time, as above)
+  int64_t packed_qkv;   // optional, 0 or 1
   int threads;
 };
 
 OrtStatus* attention_create(OpFn, const OrtApi*, const OrtKernelInfo* info, void** kernel) noexcept {
-  int64_t heads = 0, bits = 0;
+  int64_t heads = 0, bits = 0, packed = 0;
   g_api.attr_int(info, "num_heads", &heads);
   g_api.attr_int(info, "act_bits", &bits);
-  *kernel = new (std::nothrow) AttentionKernel{heads, bits, g_threads.load()};
+  g_api.attr_int(info, "packed_qkv", &packed);
+  *kernel = new (std::nothrow) AttentionKernel{heads, bits, packed, g_threads.load()};
   return *kernel ? nullptr : op_error("QuantAttention", "out of memory");
 }
 
@@ -240,8 +242,10 @@ OrtStatus* attention_compute(void* k, OrtKernelContext* ctx) noexcept {
   const auto* kern = static_cast<const AttentionKernel*>(k);
   const Tensor q = g_api.view(g_api.input(ctx, 0)), kk = g_api.view(g_api.input(ctx, 1)), v = g_api.view(g_api.input(ctx, 2)),
                mask = g_api.view(g_api.input(ctx, 3)), steps = g_api.view(g_api.input(ctx, 4));
+  if (kern->packed_qkv != 0 && kern->packed_qkv != 1)
+    return op_error("QuantAttention", "packed_qkv must be 0 or 1, got " + std::to_string(kern->packed_qkv));
   bebert::ops::AttentionPlan plan;
-  std::string err = bebert::ops::check_attention(q, kk, v, mask, steps, kern->heads, kern->bits, &plan);
+  std::string err = bebert::ops::check_attention(q, kk, v, mask, steps, kern->heads, kern->bits, &plan, kern->packed_qkv);
   if (!err.empty()) return op_error("QuantAttention", err);
   OrtValue* vy = g_api.output(ctx, 0, plan.out_dims);
   float* y = vy ? g_api.data<float>(vy) : nullptr;

@@ -78,10 +78,11 @@ py::array_t<float> binary_linear_py(F32 x, U8 w, F32 alpha, py::object bias, con
 }
 
 py::array_t<float> quant_attention_py(F32 q, F32 k, F32 v, F32 mask_add, F32 steps, int heads, int bits, int threads,
-                                      const std::string& isa) {
+                                      const std::string& isa, bool packed_qkv) {
   ops::AttentionPlan plan;
   std::string err = ops::check_attention(view(q, ops::DType::kF32), view(k, ops::DType::kF32), view(v, ops::DType::kF32),
-                                         view(mask_add, ops::DType::kF32), view(steps, ops::DType::kF32), heads, bits, &plan);
+                                         view(mask_add, ops::DType::kF32), view(steps, ops::DType::kF32), heads, bits, &plan,
+                                         packed_qkv);
   if (!err.empty()) throw std::invalid_argument(err);
   if (threads < 1) throw std::invalid_argument("threads must be >= 1");
   const Isa want = parse_isa(isa);
@@ -124,7 +125,9 @@ PYBIND11_MODULE(_kernels, m) {
         "see bgemm.h");
   m.def("quant_attention", &quant_attention_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask_add"),
         py::arg("steps"), py::arg("heads"), py::arg("bits") = 4, py::arg("threads") = 1, py::arg("isa") = "auto",
-        "The QuantAttention op (attention.h): q, k, v float32 [B, L, H], mask_add [B, 1, 1, L], steps [4]");
+        py::arg("packed_qkv") = false,
+        "The QuantAttention op (attention.h): q, k, v float32 [B, L, H], mask_add [B, 1, 1, L], steps [4]; with "
+        "packed_qkv, q, k, v are [B, L, 3H] and the op reads Q, K, V from their column ranges");
   m.def("add_layer_norm", &add_layer_norm_py, py::arg("x"), py::arg("residual"), py::arg("gamma"), py::arg("beta"),
         py::arg("eps"), py::arg("threads") = 1,
         "The AddLayerNorm op (layernorm.h): LayerNorm(x + residual) over the last axis, gamma / beta float32 [H]");

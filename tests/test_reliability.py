@@ -176,12 +176,13 @@ def tfl_operator_input(value: int):
     return _tfl_edit(fn)
 
 
-def tfl_params(index: int, value: int):
-    """Sets entry ``index`` of the int32 params (K, act_mode, act_bits, act_symmetric) of the query layer's
-    BebertBinaryFC (a constant that layers with equal parameters share)."""
+def tfl_params(index: int, value: int, reads: str = "m0.l0.qkv.packed"):
+    """Sets entry ``index`` of the int32 params (input 5) of the custom op that reads tensor ``reads``: by default
+    the Q/K/V layer's BebertBinaryFC (K, act_mode, act_bits, act_symmetric, relu; a constant that layers with equal
+    parameters share)."""
     def fn(m):
         sg = m.subgraphs[0]
-        w = [i for i, t in enumerate(sg.tensors) if t.name.decode() == "m0.l0.query.packed"][0]
+        w = [i for i, t in enumerate(sg.tensors) if t.name.decode() == reads][0]
         op = next(o for o in sg.operators if w in list(o.inputs))
         t = sg.tensors[int(op.inputs[5])]
         arr = np.frombuffer(m.buffers[t.buffer].data.tobytes(), np.int32).copy()
@@ -231,16 +232,23 @@ def cases() -> list[Case]:
                          ("act_symmetric", -1, "act_symmetric")]:
         c.append(Case(f"onnx-{attr}={v}", "custom.onnx", set_attr("BinaryLinear", attr, v), "error", re.escape(msg)))
     c.append(Case("onnx-embedding-dim=0", "custom.onnx", set_attr("BinaryEmbedding", "dim", 0), "error", "dim D must be"))
+    # packed Q/K/V (one linear op for the three, QuantAttention reading its thirds): a flag out of its domain, or
+    # dropped so that the op treats [B, L, 3H] as one wide q (the next linear op then refuses the width)
+    c.append(Case("onnx-packed_qkv=2", "custom.onnx", set_attr("QuantAttention", "packed_qkv", 2), "error",
+                  "packed_qkv must be 0 or 1"))
+    c.append(Case("onnx-packed_qkv=0", "custom.onnx", set_attr("QuantAttention", "packed_qkv", 0), "error", node))
+    c.append(Case("tflite-attention-params[2]=0", "custom.tflite", tfl_params(2, 0, "m0.l0.attention.steps"), "error",
+                  re.escape("params[2] (packed q/k/v) must be 1")))
     # dim 31 packs into the same 8-byte rows as 32: the op runs, and the next node refuses the [.., 31] output
     c.append(Case("onnx-embedding-dim=31", "custom.onnx", set_attr("BinaryEmbedding", "dim", 31), "error", node))
     # --- custom-op ONNX: initializers whose shapes do not fit
     for name, change, msg in [
-            ("m0.l0.query.alpha", lambda a: a.reshape(-1)[:3], "alpha must be float32 [S, N]"),
-            ("m0.l0.query.bias", lambda a: a[:3], "bias must be float32 [N]"),
-            ("m0.l0.query.steps", lambda a: a[:1], "steps must be float32 [S]"),
-            ("m0.l0.query.packed", first_rows(10, axis=1), "alpha must be float32 [S, N]"),
-            ("m0.l0.query.packed", lambda a: a[:, :, :4], "w rows have 4 bytes"),
-            ("m0.l0.query.packed", lambda a: np.zeros(0, np.uint8), "w must be uint8"),
+            ("m0.l0.qkv.alpha", lambda a: a.reshape(-1)[:3], "alpha must be float32 [S, N]"),
+            ("m0.l0.qkv.bias", lambda a: a[:3], "bias must be float32 [N]"),
+            ("m0.l0.qkv.steps", lambda a: a[:1], "steps must be float32 [S]"),
+            ("m0.l0.qkv.packed", first_rows(10, axis=1), "alpha must be float32 [S, N]"),
+            ("m0.l0.qkv.packed", lambda a: a[:, :, :4], "w rows have 4 bytes"),
+            ("m0.l0.qkv.packed", lambda a: np.zeros(0, np.uint8), "w must be uint8"),
             ("m0.word.scales", lambda a: a[:, :5], "scales must be float32 [S, V]"),
             ("m0.word.packed", first_rows(3, axis=1), "scales must be float32 [S, V]"),
             ("m0.position", first_rows(4), "")]:
@@ -249,14 +257,14 @@ def cases() -> list[Case]:
     both = lambda data: onnx_init("m0.word.scales", lambda a: a[:, :6])(onnx_init("m0.word.packed", first_rows(6, 1))(data))  # noqa: E731
     c.append(Case("onnx-word-table-cut", "custom.onnx", both, "error", "out of range"))
     # --- custom-op ONNX: NaN / inf constants (issue 17: NaN alpha or bias gave a label)
-    for name, v in [("m0.l0.query.alpha", np.nan), ("m0.l0.query.bias", np.nan), ("m0.l0.ffn_in.bias", np.inf),
-                    ("m0.l0.query.steps", np.nan), ("m0.word.scales", -np.inf), ("m0.ln_emb.weight", np.nan),
+    for name, v in [("m0.l0.qkv.alpha", np.nan), ("m0.l0.qkv.bias", np.nan), ("m0.l0.ffn_in.bias", np.inf),
+                    ("m0.l0.qkv.steps", np.nan), ("m0.word.scales", -np.inf), ("m0.ln_emb.weight", np.nan),
                     ("m0.position", np.inf)]:
         c.append(Case(f"onnx-{name}={v}", "custom.onnx", onnx_init(name, nan_at(0, v)), "error", "NaN or inf"))
     # --- custom-op ONNX: weight values only (a finite answer is right)
-    c.append(Case("onnx-alpha*2", "custom.onnx", onnx_init("m0.l0.query.alpha", lambda a: 2 * a), "finite"))
+    c.append(Case("onnx-alpha*2", "custom.onnx", onnx_init("m0.l0.qkv.alpha", lambda a: 2 * a), "finite"))
     c.append(Case("onnx-bias+1", "custom.onnx", onnx_init("m0.l0.ffn_out.bias", lambda a: a + 1), "finite"))
-    c.append(Case("onnx-packed-random", "custom.onnx", onnx_init("m0.l0.key.packed", random_bits(1)), "finite"))
+    c.append(Case("onnx-packed-random", "custom.onnx", onnx_init("m0.l0.qkv.packed", random_bits(1)), "finite"))
     c.append(Case("onnx-word-random", "custom.onnx", onnx_init("m0.word.packed", random_bits(2)), "finite"))
     # --- metadata
     c.append(Case("onnx-labels-1", "custom.onnx", onnx_meta("labels", '["only"]'), "error", "labels"))
@@ -271,19 +279,19 @@ def cases() -> list[Case]:
                       (3, 2, "act_symmetric"), (3, 7, "act_symmetric"), (3, -1, "act_symmetric"), (0, 33, "params say K")]:
         c.append(Case(f"tflite-params[{i}]={v}", "custom.tflite", tfl_params(i, v), "error", re.escape(msg)))
     for name, change, msg in [
-            ("m0.l0.query.alpha", lambda a: a.reshape(-1)[:3], "alpha must be float32 [S, N]"),
-            ("m0.l0.query.bias", lambda a: a[:3], "bias must be float32 [N]"),
-            ("m0.l0.query.steps", lambda a: a[:1], "steps must be float32 [S]"),
-            ("m0.l0.query.packed", lambda a: a[:, :, :4], ""),
+            ("m0.l0.qkv.alpha", lambda a: a.reshape(-1)[:3], "alpha must be float32 [S, N]"),
+            ("m0.l0.qkv.bias", lambda a: a[:3], "bias must be float32 [N]"),
+            ("m0.l0.qkv.steps", lambda a: a[:1], "steps must be float32 [S]"),
+            ("m0.l0.qkv.packed", lambda a: a[:, :, :4], ""),
             ("m0.word.scales", lambda a: a[:, :5], "scales must be float32 [S, V]"),
             ("m0.position", first_rows(4), "")]:
         c.append(Case(f"tflite-shape-{name}-{len(c)}", "custom.tflite", tfl_tensor(name, change), "error", re.escape(msg)))
-    for name, v in [("m0.l0.query.alpha", np.nan), ("m0.l0.query.bias", np.inf), ("m0.l0.query.steps", np.nan),
+    for name, v in [("m0.l0.qkv.alpha", np.nan), ("m0.l0.qkv.bias", np.inf), ("m0.l0.qkv.steps", np.nan),
                     ("m0.word.scales", np.nan), ("m0.position", np.inf)]:
         c.append(Case(f"tflite-{name}={v}", "custom.tflite", tfl_tensor(name, nan_at(0, v)), "error", "NaN or inf"))
     c.append(Case("tflite-op-input-9999", "custom.tflite", tfl_operator_input(9999), "error"))
-    c.append(Case("tflite-alpha*2", "custom.tflite", tfl_tensor("m0.l0.query.alpha", lambda a: 2 * a), "finite"))
-    c.append(Case("tflite-packed-random", "custom.tflite", tfl_tensor("m0.l0.key.packed", random_bits(3)), "finite"))
+    c.append(Case("tflite-alpha*2", "custom.tflite", tfl_tensor("m0.l0.qkv.alpha", lambda a: 2 * a), "finite"))
+    c.append(Case("tflite-packed-random", "custom.tflite", tfl_tensor("m0.l0.qkv.packed", random_bits(3)), "finite"))
     c.append(Case("tflite-builtin-ln-nan", "builtin.tflite", tfl_tensor("m0.ln_emb.weight", nan_at(0)), "error", "NaN or inf"))
     # --- whole files: truncated, empty, bit-flipped (either a clean error or, if only values moved, an answer)
     for src in ("custom.onnx", "builtin.onnx", "custom.tflite", "builtin.tflite"):
@@ -353,7 +361,7 @@ def test_python_api_raises_one_exception_type_with_the_cli_message(results):
     from bebert_deploy.runtime.errors import ModelError
     from bebert_deploy.runtime.session import Session
 
-    for name in ("onnx-m0.l0.query.alpha=nan", "onnx-act_bits=4007", "onnx-builtin-packed-cut", "tflite-params[2]=0",
+    for name in ("onnx-m0.l0.qkv.alpha=nan", "onnx-act_bits=4007", "onnx-builtin-packed-cut", "tflite-params[2]=0",
                  "custom.tflite-cut-60%", "onnx-labels-1"):
         path, r = results[name]
         with pytest.raises(ModelError) as e:
@@ -376,7 +384,7 @@ def test_non_finite_outputs_are_errors_in_session_and_bench(exports, results, mo
         with pytest.raises(ModelError, match=f"output '{out}' holds NaN or inf"):
             s.predict(TEXTS)
     # bench: the broken file's worker reports the same one line, exit 1, no traceback
-    path, _ = results["onnx-m0.l0.query.alpha=nan"]
+    path, _ = results["onnx-m0.l0.qkv.alpha=nan"]
     r = subprocess.run([sys.executable, "-m", "bebert_deploy.cli", "bench", str(path), "--runs", "1", "--warmup", "0",
                         "--seq-len", "8", "--json", str(path.with_suffix(".json"))], capture_output=True, text=True,
                        timeout=120)

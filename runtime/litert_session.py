@@ -175,20 +175,23 @@ class LiteRtCustomRunner:
 
 class LiteRtMembersRunner:
     """An ensemble file's members side by side: signatures ``member_<i>`` (exporters/tflite_export.py) each in a
-    compiled model of its own on one thread, run at once (a persistent thread per member session, in the op
-    library), then the file's ``vote`` signature on their logits. Same interface as LiteRtCustomRunner:
+    compiled model of its own, run at once (a persistent thread per member session, in the op library; with
+    ``threads`` > members each member's kernels also use ``threads // members`` threads, the first
+    ``threads % members`` members one more), then the file's ``vote`` signature on their logits. Same interface as LiteRtCustomRunner:
     ``run(arrays)`` returns the serving_default outputs in order (probs, logits_<i>), bit-identical to running
     serving_default (each member's ops are the same, on their own threads)."""
 
-    def __init__(self, path: Path, signatures: dict, outputs: list[TensorInfo]):
+    def __init__(self, path: Path, signatures: dict, outputs: list[TensorInfo], threads: int):
         keys = list(signatures)
         members = sorted((k for k in keys if k.startswith("member_")), key=lambda k: int(k.removeprefix("member_")))
         self.path, self.outputs = path, outputs
         self.runners: list[LiteRtCustomRunner] = []
+        per = [threads // len(members) + (i < threads % len(members)) for i in range(len(members))] + [1]
+        self.member_threads = per[:-1]
         try:
-            for k in [*members, "vote"]:
+            for k, n in zip([*members, "vote"], per):
                 ins, outs = signatures[k]
-                self.runners.append(LiteRtCustomRunner(path, 1, ins, outs, keys.index(k)))
+                self.runners.append(LiteRtCustomRunner(path, n, ins, outs, keys.index(k)))
         except BaseException:
             self.close()
             raise

@@ -47,8 +47,8 @@ class Session:
     to the file's fixed L). Loading a model with the three BERT
     inputs ends with one warm-up run on a [1, max_len] input, so a file whose custom nodes have bad attributes or
     constants fails here, naming the node. Members side by side (``parallel_members``): custom-op TFLite ensembles
-    run each member's signature on a thread of its own at once when members <= threads < 2 * members (default;
-    False turns it off); ONNX ensembles only with ``parallel_members=True`` (ORT's parallel executor, threads // members
+    run each member's signature on a thread of its own at once when threads >= members (default; the threads are
+    split among the members; False turns it off); ONNX ensembles only with ``parallel_members=True`` (ORT's parallel executor, threads // members
     threads per op), else one member after the other, each op on every thread.
     ``predict(texts)`` returns (labels list[str], probs float32 [n, K]); ``run(feed)`` takes the three int64
     [batch, seq] inputs and returns {output name: array}. Failures raise ModelError.
@@ -169,11 +169,12 @@ class Session:
                               f"{[(t.name, t.shape) for t in info.inputs]}")
         members = [k for k in info.signatures if k.startswith("member_")]
         if info.custom_ops and len(members) >= 2 and "vote" in info.signatures \
-                and len(members) <= self.threads < 2 * len(members) and self._parallel is not False:
+                and len(members) <= self.threads and self._parallel is not False:
             # Each member on a thread of its own, side by side, then the file's vote (20-40% faster than every op
-            # on both threads at 8-64 tokens on 2 cores: no fork/join per op). Only at one thread per member: with
-            # more, the members' multi-threaded kernel calls would queue on the kernels' one shared pool.
-            runner = LiteRtMembersRunner(self.path, info.signatures, info.outputs)
+            # on both threads at 8-64 tokens on 2 cores: no fork/join per op, and one member's serial parts overlap
+            # the other's). More threads than members go to the members' kernels (each calling thread forks its
+            # own helpers, runtime/kernels/core/thread_pool.h).
+            runner = LiteRtMembersRunner(self.path, info.signatures, info.outputs, self.threads)
             self.parallel_members = len(members)
         else:
             runner_cls = LiteRtCustomRunner if info.custom_ops else LiteRtInterpreterRunner

@@ -88,6 +88,34 @@ def test_integer_modes_identical_across_isas_and_threads(mode, bits, sym):
         np.testing.assert_array_equal(o, outs[0])
 
 
+def test_callers_on_several_threads_each_fork_their_own_helpers():
+    """Two threads calling multi-threaded kernels at once (ensemble members side by side, several threads each)
+    each use a pool of their own: every result equals the same call made alone, and neither caller waits for the
+    other's job (no deadlock; the calls end). Threads that exit take their helpers with them."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    cases = [_case(rng, 27, 384, 576, 2), _case(rng, 27, 768, 384, 2)]
+    steps = [np.array([0.1, 0.12], np.float32), np.array([0.2, 0.05], np.float32)]
+    alone = [_kernels.binary_linear(x, w, a, b, "int", 4, True, st, 2) for (x, w, a, b, _), st in zip(cases, steps)]
+    errors = []
+
+    def work(i):
+        x, w, a, b, _ = cases[i]
+        for _ in range(60):
+            if not np.array_equal(_kernels.binary_linear(x, w, a, b, "int", 4, True, steps[i], 2), alone[i]):
+                errors.append(i)
+                return
+
+    for _ in range(3):  # fresh caller threads each time: their pools start and end with them
+        ts = [threading.Thread(target=work, args=(i,)) for i in (0, 1, 0, 1)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in ts) and not errors
+
+
 @pytest.mark.parametrize("mode,bits,sym", [m for m in MODES if m[0] != "float"])
 @pytest.mark.parametrize("m,n,k", [(1, 5, 100), (13, 130, 777), (40, 64, 384), (4, 40, 4500)])
 def test_tws_pair_with_shared_quantizer(mode, bits, sym, m, n, k):

@@ -290,14 +290,17 @@ def test_members_side_by_side_match_one_after_the_other(tiny_ckpt, tmp_path):
     assert "member_0" not in read_tflite(export(tiny_ckpt, tmp_path / "one.tflite", "tflite", members=[0])).signatures
     side = Session(p, threads=2)
     one = Session(p, threads=2, parallel_members=False)
-    # one thread per member only (members with several threads would queue on the kernels' shared pool)
+    # side by side whenever every member gets a thread; more threads go to the members' kernels (a pool per
+    # calling thread), the first members first
+    wide, odd = Session(p, threads=4), Session(p, threads=3)
     assert (side.parallel_members, one.parallel_members, Session(p, threads=1).parallel_members,
-            Session(p, threads=3).parallel_members, Session(p, threads=4).parallel_members) == (2, 1, 1, 2, 1)
+            odd.parallel_members, wide.parallel_members) == (2, 1, 1, 2, 2)
+    assert (side._litert.member_threads, odd._litert.member_threads, wide._litert.member_threads) == ([1, 1], [2, 1], [2, 2])
     for seq in (5, 16, 1, 9):
         f = _feed(*_inputs(ck.members[0].arch.vocab_size, n=4, seq=seq, seed=seq))
-        a, b = side.run(f), one.run(f)
-        assert list(a) == list(b) == ["probs", "logits_0", "logits_1"]
-        assert all(np.array_equal(a[k], b[k]) for k in a), seq
+        a, b, c = side.run(f), one.run(f), wide.run(f)
+        assert list(a) == list(b) == list(c) == ["probs", "logits_0", "logits_1"]
+        assert all(np.array_equal(a[k], b[k]) and np.array_equal(c[k], b[k]) for k in a), seq
     bp = export(tiny_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin")
     it = Interpreter(model_path=str(bp), num_threads=1)
     f = {k: v[:1] for k, v in _feed(*_inputs(ck.members[0].arch.vocab_size, seq=16, seed=3)).items()}

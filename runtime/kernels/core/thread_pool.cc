@@ -45,11 +45,10 @@ class Pool {
   // seq_cst), so either the caller sees the helper or the helper sees the job closed.
   void run(int n_tasks, int threads, const std::function<void(int)>& fn) {
     const int helpers = std::min(threads, n_tasks) - 1;
-    if (helpers <= 0) {  // single-threaded calls never take the lock: members running side by side don't queue
+    if (helpers <= 0) {
       for (int i = 0; i < n_tasks; ++i) fn(i);
       return;
     }
-    std::lock_guard<std::mutex> serial(call_mu_);
     grow(helpers);
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -103,7 +102,7 @@ class Pool {
     }
   }
 
-  std::mutex call_mu_, mu_;
+  std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   std::vector<std::thread> workers_;
   const std::function<void(int)>* fn_ = nullptr;
@@ -114,9 +113,12 @@ class Pool {
   bool stop_ = false;
 };
 
+// The calling thread's pool. One per caller instead of one per process: members side by side (each on a thread of
+// its own, LiteRT's members runner or ONNX Runtime's parallel executor) each fork and join their own helpers at
+// once; a shared pool serialised their multi-threaded calls. Only callers that ask for several threads get one.
 Pool& pool() {
-  static Pool* p = new Pool();  // never destroyed: workers may outlive static destruction order safely
-  return *p;
+  thread_local Pool p;  // destroyed when its thread exits: joins its helpers
+  return p;
 }
 
 }  // namespace

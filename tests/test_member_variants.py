@@ -46,6 +46,17 @@ def _train_variant(tmp_path_factory, tiny_base, tiny_data, **variant):
     return out
 
 
+def _references(ckpt, seed):
+    """The loaded checkpoint, a feed of a few rows, and the PyTorch ensemble's probs on the batch and row by row."""
+    ck = load_checkpoint(ckpt)
+    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=seed)
+    ens = _ensemble(ck)
+    with torch.no_grad():
+        ref_batch = ens(ids, mask, types)[0].numpy()
+    ref_rows = np.concatenate([r[0].numpy() for r in _torch_rows(ens, ids, mask, types)])
+    return ck, _feed(ids, mask, types), ref_batch, ref_rows
+
+
 @pytest.fixture(scope="module")
 def tied_ckpt(tmp_path_factory, tiny_base, tiny_data):
     return _train_variant(tmp_path_factory, tiny_base, tiny_data, tws_tied=True)
@@ -67,20 +78,13 @@ def test_tied_members_are_ternary_and_lower_to_equal_halves(tied_ckpt):
 def test_tied_exports_match_pytorch(tied_ckpt, tmp_path):
     from ai_edge_litert import schema_py_generated as tfl
 
-    ck = load_checkpoint(tied_ckpt)
-    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=7)
-    ens = _ensemble(ck)
-    with torch.no_grad():
-        ref_batch = ens(ids, mask, types)[0].numpy()
-    ref_rows = np.concatenate([r[0].numpy() for r in _torch_rows(ens, ids, mask, types)])
-    onnx_out = Session(export(tied_ckpt, tmp_path / "t.onnx", "onnx", "binary", "custom"), threads=2).run(
-        _feed(ids, mask, types))
+    ck, feed, ref_batch, ref_rows = _references(tied_ckpt, seed=7)
+    onnx_out = Session(export(tied_ckpt, tmp_path / "t.onnx", "onnx", "binary", "custom"), threads=2).run(feed)
     assert np.abs(onnx_out["probs"] - ref_batch).max() <= QUANT_TOL
-    custom = Session(export(tied_ckpt, tmp_path / "c.tflite", "tflite", "binary", "custom"), threads=2).run(
-        _feed(ids, mask, types))
+    custom = Session(export(tied_ckpt, tmp_path / "c.tflite", "tflite", "binary", "custom"), threads=2).run(feed)
     assert np.abs(custom["probs"] - ref_rows).max() <= QUANT_TOL
     bp = export(tied_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin")
-    builtin = Session(bp, threads=2).run(_feed(ids, mask, types))
+    builtin = Session(bp, threads=2).run(feed)
     assert np.abs(builtin["probs"] - ref_rows).max() <= BUILTIN_TOL
     assert np.array_equal(builtin["probs"].argmax(-1), ref_rows.argmax(-1))
     # one FULLY_CONNECTED per quantized slot (6 per layer and the pooler) plus the float classifier, per member
@@ -121,15 +125,11 @@ def test_shared_embedding_is_stored_once(shared_ckpt, tmp_path):
     one = export(shared_ckpt, tmp_path / "one.onnx", "onnx", "binary", "custom", members=[0])
     table_bytes = len(tables[0].raw_data)
     assert p.stat().st_size < 2 * one.stat().st_size - 0.9 * table_bytes
-    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=8)
-    ens = _ensemble(ck)
-    with torch.no_grad():
-        ref = ens(ids, mask, types)[0].numpy()
-    out = Session(p, threads=2).run(_feed(ids, mask, types))
+    _, feed, ref, ref_rows = _references(shared_ckpt, seed=8)
+    out = Session(p, threads=2).run(feed)
     assert np.abs(out["probs"] - ref).max() <= QUANT_TOL
     t = export(shared_ckpt, tmp_path / "s.tflite", "tflite", "binary", "custom")
-    ref_rows = np.concatenate([r[0].numpy() for r in _torch_rows(ens, ids, mask, types)])
-    assert np.abs(Session(t, threads=2).run(_feed(ids, mask, types))["probs"] - ref_rows).max() <= QUANT_TOL
+    assert np.abs(Session(t, threads=2).run(feed)["probs"] - ref_rows).max() <= QUANT_TOL
     # the packed table's bytes appear once in the file (the per-member signatures share its buffer too)
     assert t.read_bytes().count(tables[0].raw_data) == 1
 
@@ -170,12 +170,7 @@ def test_qkv_share_one_input_quantizer(qkv_ckpt, tiny_ckpt, tmp_path):
 def test_qkv_exports_run_one_linear_op_and_match_pytorch(qkv_ckpt, tmp_path):
     import onnx
 
-    ck = load_checkpoint(qkv_ckpt)
-    ids, mask, types = _inputs(ck.members[0].arch.vocab_size, seed=9)
-    ens = _ensemble(ck)
-    with torch.no_grad():
-        ref_batch = ens(ids, mask, types)[0].numpy()
-    ref_rows = np.concatenate([r[0].numpy() for r in _torch_rows(ens, ids, mask, types)])
+    ck, feed, ref_batch, ref_rows = _references(qkv_ckpt, seed=9)
     layers = len(ck.members[0].layers)
     p = export(qkv_ckpt, tmp_path / "q.onnx", "onnx", "binary", "custom")
     nodes = onnx.load(str(p)).graph.node
@@ -183,7 +178,7 @@ def test_qkv_exports_run_one_linear_op_and_match_pytorch(qkv_ckpt, tmp_path):
     assert sum(n.op_type == "BinaryLinear" for n in nodes) == 2 * (4 * layers + 1)
     att = [n for n in nodes if n.op_type == "QuantAttention"]
     assert len(att) == 2 * layers and all(n.input[0] == n.input[1] == n.input[2] for n in att)
-    assert np.abs(Session(p, threads=2).run(_feed(ids, mask, types))["probs"] - ref_batch).max() <= QUANT_TOL
+    assert np.abs(Session(p, threads=2).run(feed)["probs"] - ref_batch).max() <= QUANT_TOL
     t = export(qkv_ckpt, tmp_path / "q.tflite", "tflite", "binary", "custom")
     from ai_edge_litert import schema_py_generated as tfl
 
@@ -192,8 +187,8 @@ def test_qkv_exports_run_one_linear_op_and_match_pytorch(qkv_ckpt, tmp_path):
     custom = [m.OperatorCodes(sg.Operators(i).OpcodeIndex()).CustomCode() for i in range(sg.OperatorsLength())]
     assert custom.count(b"BebertBinaryFC") == 2 * (4 * layers + 1)
     for parallel in (True, False):
-        out = Session(t, threads=2, parallel_members=parallel).run(_feed(ids, mask, types))
+        out = Session(t, threads=2, parallel_members=parallel).run(feed)
         assert np.abs(out["probs"] - ref_rows).max() <= QUANT_TOL
     # the stock-ops lowering has no packed attention: three linears, still exact up to its tolerance
-    b = Session(export(qkv_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin"), threads=2).run(_feed(ids, mask, types))
+    b = Session(export(qkv_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin"), threads=2).run(feed)
     assert np.abs(b["probs"] - ref_rows).max() <= BUILTIN_TOL

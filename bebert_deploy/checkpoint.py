@@ -98,16 +98,23 @@ def load_tensors(path: Path) -> dict:
         raise CheckpointError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]})") from None
 
 
+def shared_names(model) -> list[list[str]]:
+    """Groups of state-dict names that reach one tensor (Q, K and V sharing one input quantizer), in order."""
+    groups: dict = {}
+    for k, v in model.state_dict().items():
+        if v.numel():
+            groups.setdefault((v.data_ptr(), v.dtype, tuple(v.shape)), []).append(k)
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def _state_tensors(model) -> dict:
     """A module's state dict as safetensors stores it: {name: contiguous tensor}. A tensor reached under several
-    names (Q, K and V sharing one input quantizer) is written under each name, as copies, because safetensors
-    refuses shared storage; loading ties the copies back into the one module (and refuses copies that differ)."""
-    seen, out = set(), {}
-    for k, v in model.state_dict().items():
-        v = v.contiguous()
-        key = (v.data_ptr(), v.dtype, tuple(v.shape))
-        out[k] = v.clone() if key in seen and v.numel() else v
-        seen.add(key)
+    names is written under each name, as copies, because safetensors refuses shared storage; loading ties the
+    copies back into the one module (and refuses copies that differ)."""
+    out = {k: v.contiguous() for k, v in model.state_dict().items()}
+    for group in shared_names(model):
+        for k in group[1:]:
+            out[k] = out[k].clone()
     return out
 
 
@@ -181,10 +188,10 @@ def load_checkpoint(path: str | Path, members: list[int] | None = None, with_tea
             m.load_state_dict(tensors)
         except RuntimeError as e:
             raise CheckpointError(f"{d / file}: tensors do not match the declared model ({str(e).splitlines()[0]})") from None
-        own = m.state_dict()
-        differ = [k for k, t in tensors.items() if not torch.equal(own[k], t)]
-        if differ:  # names that one module shares (Q/K/V's input quantizer) were stored with different values
-            raise CheckpointError(f"{d / file}: tensor {differ[0]} differs from the tensor the model shares it with")
+        for group in shared_names(m):  # one module under several names (Q/K/V's input quantizer): equal copies only
+            bad = next((k for k in group[1:] if not torch.equal(tensors[k], tensors[group[0]])), None)
+            if bad:
+                raise CheckpointError(f"{d / file}: tensor {bad} differs from {group[0]}, which the model shares it with")
         return m.eval()
 
     loaded = [build(arch, quant, man.members[i].file) for i in idx]

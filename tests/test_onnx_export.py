@@ -185,10 +185,11 @@ def test_members_run_side_by_side(tiny_ckpt, tmp_path):
     p = export(tiny_ckpt, tmp_path / "ens.onnx", "onnx", "binary", "custom")
     feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
     par, seq = Session(p, threads=2, parallel_members=True), Session(p, threads=2)
-    assert (par.parallel_members, seq.parallel_members) == (2, 1)
-    a, b = par.run(feed), seq.run(feed)
+    wide = Session(p, threads=4, parallel_members=True)  # 2 threads per op in each member (a pool per caller)
+    assert (par.parallel_members, seq.parallel_members, wide.parallel_members) == (2, 1, 2)
+    a, b, c = par.run(feed), seq.run(feed), wide.run(feed)
     for k in a:
-        assert np.abs(a[k] - b[k]).max() <= 1e-6, k
+        assert np.abs(a[k] - b[k]).max() <= 1e-6 and np.abs(c[k] - b[k]).max() <= 1e-6, k
     one = Session(export(tiny_ckpt, tmp_path / "m0.onnx", "onnx", "binary", "custom", members=[0]), threads=2,
                   parallel_members=True)
     assert one.parallel_members == 1

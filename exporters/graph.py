@@ -131,7 +131,8 @@ class Primitives:
         """The fused attention core of a ``fusable_attention`` layer, or None when this lowering has no such op
         (the graph then spells it out): q, k, v float32 [B, L, H] (projections before their quantizers),
         mask_add [B, 1, 1, L] -> the context [B, L, H] (runtime/OPS.md, QuantAttention). With k = v = None, q is
-        the packed [B, L, 3 H] output of one Q/K/V linear (lowerings whose ``packs_qkv`` is true)."""
+        the packed [B, L, 3 H] output of one Q/K/V linear (lowerings whose ``packs_qkv`` is true; they must then return
+        the context, since the graph has no separate projections to spell the attention out with)."""
         raise NotImplementedError
 
     # whether quant_attention takes one packed Q/K/V tensor, so a layer whose Q, K and V share an input quantizer

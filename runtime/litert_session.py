@@ -177,7 +177,8 @@ class LiteRtMembersRunner:
     """An ensemble file's members side by side: signatures ``member_<i>`` (exporters/tflite_export.py) each in a
     compiled model of its own, run at once (a persistent thread per member session, in the op library; with
     ``threads`` > members each member's kernels also use ``threads // members`` threads, the first
-    ``threads % members`` members one more), then the file's ``vote`` signature on their logits. Same interface as LiteRtCustomRunner:
+    ``threads % members`` members one more), then the file's ``vote`` signature on their logits. Same interface
+    as LiteRtCustomRunner:
     ``run(arrays)`` returns the serving_default outputs in order (probs, logits_<i>), bit-identical to running
     serving_default (each member's ops are the same, on their own threads)."""
 

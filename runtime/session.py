@@ -48,8 +48,9 @@ class Session:
     inputs ends with one warm-up run on a [1, max_len] input, so a file whose custom nodes have bad attributes or
     constants fails here, naming the node. Members side by side (``parallel_members``): custom-op TFLite ensembles
     run each member's signature on a thread of its own at once when threads >= members (default; the threads are
-    split among the members; False turns it off); ONNX ensembles only with ``parallel_members=True`` (ORT's parallel executor, threads // members
-    threads per op), else one member after the other, each op on every thread.
+    split among the members; False turns it off); ONNX ensembles only with ``parallel_members=True`` (ORT's
+    parallel executor, threads // members threads per op), else one member after the other, each op on every
+    thread.
     ``predict(texts)`` returns (labels list[str], probs float32 [n, K]); ``run(feed)`` takes the three int64
     [batch, seq] inputs and returns {output name: array}. Failures raise ModelError.
     """

@@ -43,12 +43,7 @@ class Pool {
   // thread cannot hold the call up. Joining is Dekker-style: a helper counts itself in `running_` and then checks
   // that the job is still `open_`; the caller closes the job and then waits for `running_` to drain (all
   // seq_cst), so either the caller sees the helper or the helper sees the job closed.
-  void run(int n_tasks, int threads, const std::function<void(int)>& fn) {
-    const int helpers = std::min(threads, n_tasks) - 1;
-    if (helpers <= 0) {
-      for (int i = 0; i < n_tasks; ++i) fn(i);
-      return;
-    }
+  void run(int helpers, int n_tasks, const std::function<void(int)>& fn) {
     grow(helpers);
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -124,8 +119,12 @@ Pool& pool() {
 }  // namespace
 
 void parallel_for(int n_tasks, int threads, const std::function<void(int)>& fn) {
-  if (n_tasks <= 0) return;
-  pool().run(n_tasks, threads, fn);
+  const int helpers = std::min(threads, n_tasks) - 1;
+  if (helpers <= 0) {  // inline: a caller that never asks for helpers never creates a pool
+    for (int i = 0; i < n_tasks; ++i) fn(i);
+    return;
+  }
+  pool().run(helpers, n_tasks, fn);
 }
 
 }  // namespace bebert

@@ -85,6 +85,9 @@ def _int_list(s: str | None) -> list[int] | None:
                    "slot exports as one GEMM (one stock INT4 FULLY_CONNECTED in the builtin TFLite lowering).")
 @click.option("--qkv-shared-act", is_flag=True,
               help="Q, K and V share one input quantizer (per TWS half): the exporters run them as one packed-bit GEMM.")
+@click.option("--tws-shared-act", is_flag=True,
+              help="The two TWS halves of each slot share one input quantizer (each keeps its scale): one set of "
+                   "lookup tables per slot in the exported kernels.")
 @click.option("--share-embedding", is_flag=True,
               help="Members after the first reuse the first member's word table (frozen): one table in the exported file.")
 @click.option("--member-type", type=click.Choice(["binarybert", "bibert"]), default="binarybert", show_default=True,
@@ -113,7 +116,7 @@ def _int_list(s: str | None) -> list[int] | None:
 @click.option("--lr", default=None, type=float, show_default="TrainConfig.lr")
 @click.option("--seed", default=None, type=int, show_default="TrainConfig.seed")
 @friendly
-def train(out_dir, task, data_dir, base, teacher, members, kd, tws, tws_tied, qkv_shared_act, share_embedding, member_type, act_bits,
+def train(out_dir, task, data_dir, base, teacher, members, kd, tws, tws_tied, qkv_shared_act, tws_shared_act, share_embedding, member_type, act_bits,
           per_row, paper_boosting, ensemble, bootstrap, extra_text, augment, hard_weight, half_distill_epochs, device, max_len,
           train_limit, dev_limit, epochs, teacher_epochs, ternary_epochs, batch_size, lr, seed):
     """Fine-tune a teacher, binarize (TWS) and train an ensemble of binary BERTs."""
@@ -122,7 +125,8 @@ def train(out_dir, task, data_dir, base, teacher, members, kd, tws, tws_tied, qk
     from bebert_deploy.training.pipeline import train_bebert
 
     quant = BIBERT_QUANT if member_type == "bibert" else QuantConfig(per_row=per_row, act_bits=int(act_bits),
-                                                                           qkv_shared_act=qkv_shared_act)
+                                                                           qkv_shared_act=qkv_shared_act,
+                                                                           tws_shared_act=tws_shared_act)
     tws = tws and member_type != "bibert"
     boost = BoostConfig.paper(members) if paper_boosting else BoostConfig(members=members)
     if paper_boosting:

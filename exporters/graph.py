@@ -156,6 +156,16 @@ def fake_quant(low: Primitives, x, act: ActSpec, part: int = 0):
     return low.add(low.mul(low.clip(low.round(low.div(low.sub(x, mn), step)), qn, qp), step), mn)
 
 
+def fake_quant_parts(low: Primitives, x, act: ActSpec, parts: int) -> list:
+    """``fake_quant`` of x for each of ``parts`` TWS halves; halves with one step (one shared input quantizer,
+    ``QuantConfig.tws_shared_act``) reuse one result instead of quantizing x again."""
+    out = []
+    for s in range(parts):
+        same = s > 0 and (act.mode != "int" or act.steps[s] == act.steps[s - 1])
+        out.append(out[-1] if same else fake_quant(low, x, act, s))
+    return out
+
+
 def linear_relu(low: Primitives, x, spec: LinearSpec, name: str):
     """relu(linear(x)), the FFN's first layer: one packed-bit op with the ReLU fused where the lowering has one
     (a binary layer with custom ops), else ``linear`` then ``activation``."""

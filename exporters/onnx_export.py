@@ -25,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import graph
-from .graph import Primitives, fake_quant
+from .graph import Primitives, fake_quant, fake_quant_parts
 from .dedupe import SharedConstants
 from .lowering import INPUT_NAMES, EmbeddingSpec, EnsembleSpec
 
@@ -190,9 +190,9 @@ class OnnxLowering(Primitives):
         packed = g.init(f"{name}.packed", spec.packed)
         out = None
         signs_t = g.op("Transpose", [self.unpack_signs(packed, spec.k)], perm=[0, 2, 1])  # [S, K, N]
-        for s in range(spec.packed.shape[0]):
+        for s, xq in enumerate(fake_quant_parts(self, x, spec.act, spec.packed.shape[0])):
             ws = g.op("Gather", [signs_t, g.const(s, np.int64)], axis=0)
-            y = g.op("Mul", [g.op("MatMul", [fake_quant(self, x, spec.act, s), ws]), g.const(spec.alpha[s])])
+            y = g.op("Mul", [g.op("MatMul", [xq, ws]), g.const(spec.alpha[s])])
             out = y if out is None else g.op("Add", [out, y])
         return g.op("Add", [out, g.init(f"{name}.bias", spec.bias)])
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import graph
-from .graph import Primitives, attention_steps, fake_quant
+from .graph import Primitives, attention_steps, fake_quant, fake_quant_parts
 from .lowering import INPUT_NAMES, EmbeddingSpec, EnsembleSpec
 from .tflite_quant import binary_int4_weight, int8_rows, int8_weight
 from .tflite_writer import TfliteGraph
@@ -186,10 +186,10 @@ class TfliteLowering(Primitives):
             return self.fully_connected(fake_quant(self, x, spec.act), w, g.init(f"{name}.bias", spec.bias), spec.n,
                                         True, spec.act.mode != "sign")
         out = None
-        for s in range(spec.packed.shape[0]):
+        for s, xq in enumerate(fake_quant_parts(self, x, spec.act, spec.packed.shape[0])):
             w = binary_int4_weight(g, f"{name}.part{s}", spec.packed[s], spec.alpha[s], spec.k)
             bias = g.init(f"{name}.bias", spec.bias) if s == spec.packed.shape[0] - 1 else -1
-            y = self.fully_connected(fake_quant(self, x, spec.act, s), w, bias, spec.n, True, spec.act.mode != "sign")
+            y = self.fully_connected(xq, w, bias, spec.n, True, spec.act.mode != "sign")
             out = y if out is None else g.binary("ADD", out, y)
         return out
 

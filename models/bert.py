@@ -81,6 +81,9 @@ class QuantConfig:
     # Q, K and V read one input quantizer (one per TWS half) instead of three: they quantize the same h, and one
     # quantized input lets the exporters run the three projections as one GEMM over one lookup table.
     qkv_shared_act: bool = False
+    # The two TWS halves of each slot read one input quantizer (each keeps its own weight scale): one quantized
+    # input per slot, so the kernels build one set of lookup tables where untied halves need two.
+    tws_shared_act: bool = False
 
     @property
     def member_type(self) -> str:
@@ -107,7 +110,12 @@ def quant_linear(quant: QuantConfig, k: int, n: int, act_symmetric: bool = True)
     """A quantized linear slot [.., k] -> [.., n] as ``quant`` says: one QuantLinear, or two summed (TWS)."""
     def one():
         return QuantLinear(k, n, quant.weight_mode, quant.per_row, quant.act_bits, act_symmetric)
-    return SumOfParts([one(), one()]) if quant.split else one()
+    if not quant.split:
+        return one()
+    halves = [one(), one()]
+    if quant.tws_shared_act:
+        halves[1].act_quant = halves[0].act_quant  # one module: one LSQ step, learned from both halves
+    return SumOfParts(halves)
 
 
 def quant_embedding(quant: QuantConfig, vocab: int, dim: int, pad: int) -> nn.Module:

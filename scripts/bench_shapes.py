@@ -1,7 +1,7 @@
 """Size and latency of BEBERT exports at real model shapes (random weights), seq 128, against fp32 and int8.
 
     python scripts/bench_shapes.py [--shapes minilm,bert-base] [--members 1,2,3] [--targets onnx,tflite] [--runs 30]
-                                   [--tied 1,2] [--shared 2] [--bibert 1,2] [--qkv 1,2] [--tied-qkv 1,2]
+                                   [--tied 1,2] [--shared 2] [--bibert 1,2] [--qkv 1,2] [--tied-qkv 1,2] [--halves-qkv 1,2]
                                    [--out results/shapes] [--profile]
 
 Random weights are enough for size and speed (accuracy needs training: see the quickstart / accuracy runs).
@@ -46,13 +46,16 @@ VARIANTS = {
     "shared": (dict(shared_embedding=True), ("custom",), "one-word-table (--share-embedding)"),
     "qkv": (dict(qkv_shared=True), ("custom",), "shared Q/K/V input quantizer (--qkv-shared-act)"),
     "tied_qkv": (dict(member_type="tied", qkv_shared=True), ("custom",), "tied-TWS with a shared Q/K/V quantizer"),
+    "halves_qkv": (dict(qkv_shared=True, tws_shared=True), ("custom",),
+                   "one input quantizer per slot for both TWS halves and Q/K/V (--tws-shared-act --qkv-shared-act)"),
 }
 
 
 def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, member_type: str = "binarybert",
-                      shared_embedding: bool = False, qkv_shared: bool = False) -> Path:
+                      shared_embedding: bool = False, qkv_shared: bool = False, tws_shared: bool = False) -> Path:
     """BinaryBERT members: TWS-split W1-E1-A4 at half width; tied: tied TWS (ternary, one quantizer and one scale
-    per slot) at half width; BiBERT members: W1-E1-A1 at full width. qkv_shared: Q, K, V read one input quantizer."""
+    per slot) at half width; BiBERT members: W1-E1-A1 at full width. qkv_shared: Q, K, V read one input quantizer;
+    tws_shared: both TWS halves of a slot read one."""
     torch.manual_seed(0)
     teacher = BertClassifier(arch, FP_QUANT).eval()
     half = replace(arch, num_heads=arch.num_heads // 2, intermediate_size=arch.intermediate_size // 2)
@@ -66,7 +69,7 @@ def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, mem
                                                  qkv_shared_act=qkv_shared)).eval()
         else:
             m = BertClassifier(half, QuantConfig(weight_mode="binary", embed_mode="binary", act_bits=4, split=True,
-                                                 qkv_shared_act=qkv_shared)).eval()
+                                                 qkv_shared_act=qkv_shared, tws_shared_act=tws_shared)).eval()
         if shared_embedding and ms:  # --share-embedding: later members hold the first member's word table
             m.word_embeddings.load_state_dict(ms[0].word_embeddings.state_dict())
         with torch.no_grad():

@@ -31,6 +31,9 @@ MODES = {
     "tied-noextra": (dict(ensemble="independent", extra_text="none", augment=0, tws_tied=True), 2),
     # Q, K and V with one input quantizer (one GEMM for the three in the exported files)
     "qkv-noextra": (dict(ensemble="independent", extra_text="none", augment=0, quant=dict(qkv_shared_act=True)), 2),
+    # ... and both TWS halves of each slot with one input quantizer too (one table set per slot)
+    "halfqkv-noextra": (dict(ensemble="independent", extra_text="none", augment=0,
+                             quant=dict(qkv_shared_act=True, tws_shared_act=True)), 2),
     "shared-noextra": (dict(ensemble="independent", extra_text="none", augment=0, share_embedding=True), 2),
     # the default extra text (--extra-text) distilled into 2 members, no augmentation: the cross-domain recipe at
     # the cost of one more pass over ~13k teacher-labelled sentences per stage

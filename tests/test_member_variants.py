@@ -3,7 +3,9 @@ quantizer and one scale) train, save, and export as ONE GEMM per slot: two sign 
 ops (one shared table), one stock INT4 FULLY_CONNECTED of values {-2, 0, 2} for the builtin TFLite lowering.
 Shared embedding: later members reuse the first member's word table (frozen), stored once in the exported file.
 Shared Q/K/V input quantizer: one LSQ module per TWS half read by Q, K and V, saved and loaded tied, exported as one
-packed-bit linear op per layer whose [B, L, 3H] output QuantAttention reads in thirds. Outputs match PyTorch."""
+packed-bit linear op per layer whose [B, L, 3H] output QuantAttention reads in thirds. Shared TWS-half quantizer:
+both halves of a slot read one LSQ module (their scales stay their own), so the stock lowerings quantize each
+slot's input once and our kernels build one table set. Outputs match PyTorch."""
 import numpy as np
 import pytest
 import torch
@@ -96,11 +98,13 @@ def test_tied_exports_match_pytorch(tied_ckpt, tmp_path):
     assert len(read_tflite(bp).custom_ops) == 0
 
 
-def test_tied_needs_tws(tiny_base, tiny_data, tmp_path):
+@pytest.mark.parametrize("flag", ["--tws-tied", "--tws-shared-act"])
+def test_tws_variants_need_tws(flag, tiny_base, tiny_data, tmp_path):
     r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "x"), "--data-dir", str(tiny_data), "--base",
-                                  str(tiny_base), "--no-tws", "--tws-tied", "--members", "1", "--max-len", "16",
+                                  str(tiny_base), "--no-tws", flag, "--members", "1", "--max-len", "16",
                                   "--epochs", "1", "--teacher-epochs", "1"])
-    assert r.exit_code == 1 and "--tws-tied" in r.output and "--no-tws" in r.output
+    assert r.exit_code == 1 and flag in r.output and "--no-tws" in r.output
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.fixture(scope="module")
@@ -191,4 +195,60 @@ def test_qkv_exports_run_one_linear_op_and_match_pytorch(qkv_ckpt, tmp_path):
         assert np.abs(out["probs"] - ref_rows).max() <= QUANT_TOL
     # the stock-ops lowering has no packed attention: three linears, still exact up to its tolerance
     b = Session(export(qkv_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin"), threads=2).run(feed)
+    assert np.abs(b["probs"] - ref_rows).max() <= BUILTIN_TOL
+
+
+@pytest.fixture(scope="module")
+def halves_ckpt(tmp_path_factory, tiny_base, tiny_data):
+    return _train_variant(tmp_path_factory, tiny_base, tiny_data,
+                          quant=QuantConfig(qkv_shared_act=True, tws_shared_act=True))
+
+
+def _count_ops(path, op: str) -> int:
+    import onnx
+
+    return sum(n.op_type == op for n in onnx.load(str(path)).graph.node)
+
+
+def test_tws_halves_share_one_input_quantizer(halves_ckpt, qkv_ckpt, tmp_path):
+    ck = load_checkpoint(halves_ckpt)
+    layer = ck.members[1].layers[0]
+    qz = layer_parts(layer.query)[0].act_quant  # with --qkv-shared-act too: one module for Q, K, V and both halves
+    assert all(p.act_quant is qz for slot in (layer.query, layer.key, layer.value) for p in layer_parts(slot))
+    for slot in (layer.attn_out, layer.ffn_in, layer.ffn_out):
+        a, b = layer_parts(slot)
+        assert a.act_quant is b.act_quant and a.act_quant is not qz
+        assert not torch.equal(a.quantized_weight(), b.quantized_weight())  # the halves keep their own weights
+    spec = ensemble_spec(ck).members[1].layers[0]
+    for lin in (packed_qkv_linear(spec), spec.ffn_out):
+        assert lin.act.steps[0] == lin.act.steps[1] and not lin.tied  # one step, two scales
+    # an edited copy of a half's step is refused
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(halves_ckpt, bad)
+    t = load_file(str(bad / "member_1.safetensors"))
+    t["layers.1.ffn_in.parts.1.act_quant.step"] *= 1.25
+    save_file(t, str(bad / "member_1.safetensors"))
+    with pytest.raises(CheckpointError, match="ffn_in.parts.1.act_quant.step differs from .*ffn_in.parts.0.act_quant.step"):
+        load_checkpoint(bad)
+
+
+def test_tws_shared_halves_export_and_match_pytorch(halves_ckpt, qkv_ckpt, tmp_path):
+    ck, feed, ref_batch, ref_rows = _references(halves_ckpt, seed=10)
+    layers = len(ck.members[0].layers)
+    p = export(halves_ckpt, tmp_path / "h.onnx", "onnx", "binary", "custom")
+    assert _count_ops(p, "BinaryLinear") == 2 * (4 * layers + 1)
+    assert np.abs(Session(p, threads=2).run(feed)["probs"] - ref_batch).max() <= QUANT_TOL
+    t = export(halves_ckpt, tmp_path / "h.tflite", "tflite", "binary", "custom")
+    assert np.abs(Session(t, threads=2).run(feed)["probs"] - ref_rows).max() <= QUANT_TOL
+    # the stock-ops lowerings quantize a slot's input once, not once per half: one Round fewer per linear slot
+    # (6 per layer and the pooler) than members whose halves learned their own steps
+    s = export(halves_ckpt, tmp_path / "s.onnx", "onnx", "binary", "builtin")
+    s_qkv = export(qkv_ckpt, tmp_path / "s_qkv.onnx", "onnx", "binary", "builtin")
+    assert _count_ops(s_qkv, "Round") - _count_ops(s, "Round") == 2 * (6 * layers + 1)
+    assert np.abs(Session(s, threads=2).run(feed)["probs"] - ref_batch).max() <= QUANT_TOL
+    b = Session(export(halves_ckpt, tmp_path / "b.tflite", "tflite", "binary", "builtin"), threads=2).run(feed)
     assert np.abs(b["probs"] - ref_rows).max() <= BUILTIN_TOL

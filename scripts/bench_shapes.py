@@ -1,7 +1,8 @@
 """Size and latency of BEBERT exports at real model shapes (random weights), seq 128, against fp32 and int8.
 
     python scripts/bench_shapes.py [--shapes minilm,bert-base] [--members 1,2,3] [--targets onnx,tflite] [--runs 30]
-                                   [--tied 1,2] [--shared 2] [--bibert 1,2] [--qkv 1,2] [--tied-qkv 1,2] [--halves-qkv 1,2]
+                                   [--tied 1,2] [--shared 2] [--bibert 1,2] [--qkv 1,2] [--tied-qkv 1,2] [--halves 1,2]
+                                   [--halves-qkv 1,2]
                                    [--out results/shapes] [--profile]
 
 Random weights are enough for size and speed (accuracy needs training: see the quickstart / accuracy runs).
@@ -46,6 +47,7 @@ VARIANTS = {
     "shared": (dict(shared_embedding=True), ("custom",), "one-word-table (--share-embedding)"),
     "qkv": (dict(qkv_shared=True), ("custom",), "shared Q/K/V input quantizer (--qkv-shared-act)"),
     "tied_qkv": (dict(member_type="tied", qkv_shared=True), ("custom",), "tied-TWS with a shared Q/K/V quantizer"),
+    "halves": (dict(tws_shared=True), ("custom",), "one input quantizer for both TWS halves (--tws-shared-act)"),
     "halves_qkv": (dict(qkv_shared=True, tws_shared=True), ("custom",),
                    "one input quantizer per slot for both TWS halves and Q/K/V (--tws-shared-act --qkv-shared-act)"),
 }

@@ -31,7 +31,8 @@ MODES = {
     "tied-noextra": (dict(ensemble="independent", extra_text="none", augment=0, tws_tied=True), 2),
     # Q, K and V with one input quantizer (one GEMM for the three in the exported files)
     "qkv-noextra": (dict(ensemble="independent", extra_text="none", augment=0, quant=dict(qkv_shared_act=True)), 2),
-    # ... and both TWS halves of each slot with one input quantizer too (one table set per slot)
+    # both TWS halves of each slot with one input quantizer (one table set per slot), and with Q/K/V's shared too
+    "halves-noextra": (dict(ensemble="independent", extra_text="none", augment=0, quant=dict(tws_shared_act=True)), 2),
     "halfqkv-noextra": (dict(ensemble="independent", extra_text="none", augment=0,
                              quant=dict(qkv_shared_act=True, tws_shared_act=True)), 2),
     "shared-noextra": (dict(ensemble="independent", extra_text="none", augment=0, share_embedding=True), 2),

@@ -85,9 +85,9 @@ def _int_list(s: str | None) -> list[int] | None:
                    "slot exports as one GEMM (one stock INT4 FULLY_CONNECTED in the builtin TFLite lowering).")
 @click.option("--qkv-shared-act", is_flag=True,
               help="Q, K and V share one input quantizer (per TWS half): the exporters run them as one packed-bit GEMM.")
-@click.option("--tws-shared-act", is_flag=True,
+@click.option("--tws-shared-act/--no-tws-shared-act", default=None, show_default="TrainConfig.quant",
               help="The two TWS halves of each slot share one input quantizer (each keeps its scale): one set of "
-                   "lookup tables per slot in the exported kernels.")
+                   "lookup tables per slot in the exported kernels. --no-tws-shared-act: each half its own.")
 @click.option("--share-embedding", is_flag=True,
               help="Members after the first reuse the first member's word table (frozen): one table in the exported file.")
 @click.option("--member-type", type=click.Choice(["binarybert", "bibert"]), default="binarybert", show_default=True,
@@ -124,6 +124,11 @@ def train(out_dir, task, data_dir, base, teacher, members, kd, tws, tws_tied, qk
     from bebert_deploy.models.bert import BIBERT_QUANT, QuantConfig
     from bebert_deploy.training.pipeline import train_bebert
 
+    if tws_shared_act and (not tws or member_type == "bibert"):
+        raise ValueError("--tws-shared-act shares the input quantizer of ternary weight splitting's halves: "
+                         "it cannot go with --no-tws or --member-type bibert")
+    if tws_shared_act is None:  # TrainConfig's recipe decides, where there are halves to share
+        tws_shared_act = tws and TrainConfig().quant.tws_shared_act
     quant = BIBERT_QUANT if member_type == "bibert" else QuantConfig(per_row=per_row, act_bits=int(act_bits),
                                                                            qkv_shared_act=qkv_shared_act,
                                                                            tws_shared_act=tws_shared_act)

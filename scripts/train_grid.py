@@ -91,12 +91,16 @@ def run_seed(a, seed: int) -> None:
     import torch
 
     from bebert_deploy.config import BoostConfig, TrainConfig
+    from bebert_deploy.models.bert import QuantConfig
     from bebert_deploy.training.loop import resolve_device
     from bebert_deploy.training.pipeline import train_bebert
 
     out = Path(a.out)
     device = resolve_device(a.device)
+    # every mode starts from untied halves (QuantConfig()), as the runs before --tws-shared-act became the recipe
+    # did; modes that share a quantizer say so
     base = TrainConfig(base=a.base, data_dir=a.data_dir, seed=seed, device=a.device, extra_text=a.extra_text,
+                       quant=QuantConfig(),
                        augment=a.augment, batch_size=a.batch_size, teacher_epochs=a.teacher_epochs,
                        ternary_epochs=a.ternary_epochs, member_epochs=a.member_epochs,
                        half_distill_epochs=a.half_distill_epochs, lr=a.lr, max_len=a.max_len)

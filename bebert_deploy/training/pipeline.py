@@ -173,9 +173,6 @@ def _binary_init(run: _Run, seed_off: int, tag: str, on_step=None) -> BertClassi
     kd_loss = run.kd_loss()
     if cfg.tws_tied and not cfg.tws:
         raise ValueError("--tws-tied ties the halves of ternary weight splitting: it cannot go with --no-tws")
-    if q.tws_shared_act and not cfg.tws:
-        raise ValueError("--tws-shared-act shares the input quantizer of ternary weight splitting's halves: it "
-                         "cannot go with --no-tws")
     if not cfg.tws:
         return with_quant(run.teacher, replace(q, split=False)).to(run.device)
     if q.weight_mode != "binary":

@@ -72,7 +72,8 @@ class QuantEmbedding(nn.Embedding):
 
 class SumOfParts(nn.Module):
     """Output = sum of the parts' outputs. After ternary weight splitting every quantized layer is two binary
-    parts (each with its own scale and input quantizer), exactly as in the BinaryBERT code."""
+    parts, each with its own scale and, as in the BinaryBERT code, its own input quantizer (one module shared by
+    both with ``QuantConfig.tws_shared_act``)."""
 
     def __init__(self, parts: list[nn.Module]):
         super().__init__()

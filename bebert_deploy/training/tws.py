@@ -7,7 +7,8 @@ binarize(w1) + binarize(w2) == t exactly (each half binarized with its own mean|
   nonzero t: w1 = m w, w2 = (1 - m) w,             m = (sum|a11| + sum|a22| - sum|a12|) / (2 sum|a11|)
   zero t:    w1 = (w > 0 ? w + delta : delta),     w2 = (w < 0 ? w - delta : -delta)
 with a11 = w on nonzero entries, a12 / a22 the zero-entry parts of w1 / w2. Biases split in halves; each half
-gets a copy of the input quantizer (its LSQ step). Computed in float64, as the authors' code does.
+gets a copy of the input quantizer (its LSQ step; one module for both with QuantConfig.tws_shared_act). Computed
+in float64, as the authors' code does.
 """
 from __future__ import annotations
 

@@ -39,6 +39,11 @@ MODES = {
     # the default extra text (--extra-text) distilled into 2 members, no augmentation: the cross-domain recipe at
     # the cost of one more pass over ~13k teacher-labelled sentences per stage
     "indep-extra": (dict(ensemble="independent", augment=0), 2),
+    # the recipe's halves with BinaryBERT's two-stage KD (attention + hidden-state MSE, then prediction KD) in the
+    # ternary and member stages: whether matching the teacher's layers keeps more of its reach out of domain
+    "halves-2stage": (dict(ensemble="independent", extra_text="none", augment=0, kd="two_stage",
+                           quant=dict(tws_shared_act=True)), 2),
+    "halves-extra": (dict(ensemble="independent", augment=0, quant=dict(tws_shared_act=True)), 2),
 }
 NOISE_STDS = (0.1, 0.3, 0.5, 1.0)
 NOISE_SEEDS = 3

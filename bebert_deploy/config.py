@@ -47,6 +47,9 @@ class TrainConfig:
     share_embedding: members after the first take the first member's trained word table and keep it frozen, so
     the exported ensemble stores one table (the word table is half of a binary MiniLM member's bytes).
     device: 'auto' (CUDA when available), 'cpu' or 'cuda'.
+    quant: the members' quantization. By default both halves of a TWS slot share one input quantizer and keep
+    their own scales (7-13% faster members, no accuracy cost measured over two seeds); without TWS there are no
+    halves and that switch does nothing.
     """
 
     task: str = "rotten-tomatoes"
@@ -78,7 +81,9 @@ class TrainConfig:
     extra_text: str = "none"
     augment: int = 0                     # teacher-labelled perturbed copies of each training sentence
     device: str = "auto"
-    quant: QuantConfig = field(default_factory=QuantConfig)
+    # the recipe's members: BinaryBERT's W1-E1-A4 with both TWS halves of a slot reading one input quantizer
+    # (QuantConfig.tws_shared_act; QuantConfig's own default stays False for checkpoints written before it existed)
+    quant: QuantConfig = field(default_factory=lambda: QuantConfig(tws_shared_act=True))
     boost: BoostConfig = field(default_factory=BoostConfig)
 
     def to_dict(self) -> dict:

@@ -2,11 +2,12 @@
 
     python scripts/bench_shapes.py [--shapes minilm,bert-base] [--members 1,2,3] [--targets onnx,tflite] [--runs 30]
                                    [--tied 1,2] [--shared 2] [--bibert 1,2] [--qkv 1,2] [--tied-qkv 1,2] [--halves 1,2]
-                                   [--halves-qkv 1,2]
+                                   [--halves-qkv 1,2] [--untied 1,2]
                                    [--out results/shapes] [--profile]
 
 Random weights are enough for size and speed (accuracy needs training: see the quickstart / accuracy runs).
-Members are TWS-split binary W1-E1-A4 models at half width (BinaryBERT's layout); the fp32 baseline is the
+Members are TWS-split binary W1-E1-A4 models at half width (BinaryBERT's layout) with the training recipe's
+quantizers (``TrainConfig().quant``: both TWS halves of a slot read one input quantizer); the fp32 baseline is the
 full-width model; int8 is dynamic-range quantization of it (ONNX Runtime's quantize_dynamic; TFLite: int8 FC
 weights). Everything is measured in one interleaved run against the ONNX fp32 file; the TFLite rows are also
 reported against the TFLite fp32 file of the same run (``tflite_ratios`` in the JSON).
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from bebert_deploy.checkpoint import save_checkpoint
+from bebert_deploy.config import TrainConfig
 from bebert_deploy.data.tasks import get_task
 from bebert_deploy.exporters.export import export
 from bebert_deploy.models.bert import BIBERT_QUANT, FP_QUANT, BertArch, BertClassifier, QuantConfig
@@ -45,19 +47,23 @@ VARIANTS = {
     "bibert": (dict(member_type="bibert"), ("custom",), "BiBERT (W1A1)"),
     "tied": (dict(member_type="tied"), ("custom", "builtin"), "tied-TWS"),
     "shared": (dict(shared_embedding=True), ("custom",), "one-word-table (--share-embedding)"),
-    "qkv": (dict(qkv_shared=True), ("custom",), "shared Q/K/V input quantizer (--qkv-shared-act)"),
+    "qkv": (dict(qkv_shared=True, tws_shared=False), ("custom",),
+            "shared Q/K/V input quantizer, untied TWS halves (--qkv-shared-act --no-tws-shared-act)"),
     "tied_qkv": (dict(member_type="tied", qkv_shared=True), ("custom",), "tied-TWS with a shared Q/K/V quantizer"),
     "halves": (dict(tws_shared=True), ("custom",), "one input quantizer for both TWS halves (--tws-shared-act)"),
     "halves_qkv": (dict(qkv_shared=True, tws_shared=True), ("custom",),
                    "one input quantizer per slot for both TWS halves and Q/K/V (--tws-shared-act --qkv-shared-act)"),
+    "untied": (dict(tws_shared=False), ("custom",), "untied TWS halves, each its own input quantizer (--no-tws-shared-act)"),
 }
 
 
 def random_checkpoint(arch: BertArch, members: int, out: Path, max_len: int, member_type: str = "binarybert",
-                      shared_embedding: bool = False, qkv_shared: bool = False, tws_shared: bool = False) -> Path:
+                      shared_embedding: bool = False, qkv_shared: bool = False, tws_shared: bool | None = None) -> Path:
     """BinaryBERT members: TWS-split W1-E1-A4 at half width; tied: tied TWS (ternary, one quantizer and one scale
     per slot) at half width; BiBERT members: W1-E1-A1 at full width. qkv_shared: Q, K, V read one input quantizer;
-    tws_shared: both TWS halves of a slot read one."""
+    tws_shared: both TWS halves of a slot read one (None: as the training recipe, TrainConfig().quant)."""
+    if tws_shared is None:
+        tws_shared = TrainConfig().quant.tws_shared_act
     torch.manual_seed(0)
     teacher = BertClassifier(arch, FP_QUANT).eval()
     half = replace(arch, num_heads=arch.num_heads // 2, intermediate_size=arch.intermediate_size // 2)

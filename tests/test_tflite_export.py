@@ -226,8 +226,10 @@ def test_resizable_length_matches_onnx(tiny_ckpt, tmp_path, precision, ops):
     assert s.dynamic_length
     onnx_s = Session(export(tiny_ckpt, tmp_path / "m.onnx", "onnx", precision, ops if precision == "binary" else "builtin"),
                      threads=2)
-    # custom ops: the same kernels in both runtimes; stock files: XNNPACK's and ORT's own float / int8 kernels
-    tol = {"custom": 1e-6, "builtin": 1e-3}[ops]
+    # custom ops: the same kernels in both runtimes; stock files: XNNPACK's and ORT's own float / int8 kernels, whose
+    # summation orders differ, so an activation at a 4-bit rounding boundary can land one level apart (QUANT_TOL;
+    # with both TWS halves reading one quantizer a flip moves both halves: 1.3e-3 seen at one length)
+    tol = {"custom": 1e-6, "builtin": QUANT_TOL}[ops]
     for seq in (5, 16, 1, 9, 5):
         ids, mask, types = _inputs(ck.members[0].arch.vocab_size, n=4, seq=seq, seed=seq)
         f = _feed(ids, mask, types)

@@ -3,7 +3,7 @@ binary start (issue 16, item 7), from one trained teacher.
 
     python scripts/xdomain_stages.py --teacher CKPT_DIR --xdomain FILE.tsv [--out results/xdomain_stages.json]
                                      [--data-dir DIR] [--base DIR] [--max-len N]
-                                     [--extra-text none|NAMES|FILE.txt] [--ablations]
+                                     [--extra-text none|NAMES|FILE.txt] [--ablations] [--two-stage]
     python scripts/xdomain_stages.py --merge RUN.json RUN2.json --out results/xdomain_stages.json
 
 Writes the JSON and a Markdown table beside it (same name, .md); --merge joins the steps of several runs of the
@@ -16,7 +16,11 @@ teacher -> its word table binarized with nothing retrained (how much the 1-bit t
 (``train_bebert``'s binary start, ``_binary_init``, with the config defaults and seed offset 0), scored through its
 per-step hook. The numbers say which step to fix. ``--ablations`` then trains the quantized step again from
 the same distilled half-width model with one part of the quantization left out at a time (float word table;
-float weights with 4-bit activations; 8-bit activations). Nothing here chooses a model on the cross-domain set.
+float weights with 4-bit activations; 8-bit activations). ``--two-stage`` runs the pipeline's binary start a second
+time with BinaryBERT's two-stage KD (``TrainConfig.kd='two_stage'``: attention + hidden-state MSE, then prediction KD)
+and scores its distilled and ternary steps: whether matching the teacher's layers keeps more of its reach than
+prediction KD alone. Without ``--teacher`` a teacher is trained first (``--seed``). Nothing here chooses a model on
+the cross-domain set.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from pathlib import Path
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", help="checkpoint folder holding a full-precision teacher")
+    ap.add_argument("--teacher", help="checkpoint folder holding a full-precision teacher (default: train one)")
     ap.add_argument("--xdomain", help="TSV in the task's layout from another domain")
     ap.add_argument("--merge", nargs="+", help="earlier output JSON files to join (no training)")
     ap.add_argument("--data-dir", default=None)
@@ -40,6 +44,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", default="results/xdomain_stages.json")
     ap.add_argument("--ablations", action="store_true", help="also the quantized step with one part left out")
+    ap.add_argument("--two-stage", action="store_true", help="also the binary start with two-stage KD")
     a = ap.parse_args(argv)
     if a.merge:
         runs = [json.loads(Path(f).read_text()) for f in a.merge]
@@ -51,8 +56,8 @@ def main(argv=None) -> None:
                     rows.append(row)
         write_report(dict(runs[0], rows=rows, merged_from=[str(f) for f in a.merge]), Path(a.out))
         return
-    if not (a.teacher and a.xdomain):
-        ap.error("--teacher and --xdomain are required (or --merge)")
+    if not a.xdomain:
+        ap.error("--xdomain is required (or --merge)")
 
     import torch
 
@@ -104,7 +109,14 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         run.fit(model, run.kd_data(), run.spec(cfg.ternary_epochs, cfg.lr, "pred", name, 0))
         score(name, model, t0)
-    write_report({"teacher": a.teacher, "xdomain": a.xdomain, "config": cfg.to_dict(),
+    if a.two_stage:  # the same pruning and distillation (same seeds), then the ternary stage with two-stage KD
+        run.cfg = replace(cfg, kd="two_stage")
+        names.update(distilled="half width, distilled (fp32; the two-stage pass, same seeds)",
+                     ternary="ternary W2-E2-A4, two-stage KD (trained)", pruned=None, tws=None)
+        clock[0] = time.perf_counter()
+        P._binary_init(run, 0, "", lambda name, model: names[name] and on_step(name, model))
+        run.cfg = cfg
+    write_report({"teacher": a.teacher or f"trained here (seed {a.seed})", "xdomain": a.xdomain, "config": cfg.to_dict(),
                   "threads": torch.get_num_threads(), "rows": rows}, Path(a.out))
 
 

@@ -194,6 +194,10 @@ def info(checkpoint):
     click.echo(f"quant         weights={q['weight_mode']}{' (TWS split)' if q.get('split') else ''} "
                f"scale={'row' if q['per_row'] else 'tensor'} embed={q['embed_mode']} act_bits={q['act_bits']} "
                f"attention={q.get('attention', 'softmax')}")
+    shared = [what for key, what in (("tws_shared_act", "both TWS halves of a slot"), ("qkv_shared_act", "Q/K/V"))
+              if q.get(key)]
+    if shared:  # one activation-table set per slot in the exported kernels
+        click.echo(f"              one input quantizer for {' and for '.join(shared)}")
     click.echo(f"member type   {man.member_type}")
     click.echo(f"vote          {man.vote}")
     for i, m in enumerate(man.members):

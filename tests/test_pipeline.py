@@ -73,6 +73,8 @@ def test_cli_info_and_eval(tiny_ckpt, tiny_data):
     r = CliRunner().invoke(main, ["info", str(tiny_ckpt)])
     assert r.exit_code == 0, r.output
     assert "TWS split" in r.output and "member 1" in r.output
+    # the recipe's members: both halves of each TWS slot read one input quantizer
+    assert "one input quantizer for both TWS halves of a slot" in r.output
     r = CliRunner().invoke(main, ["eval", str(tiny_ckpt), "--data-dir", str(tiny_data), "--split", "test"])
     assert r.exit_code == 0, r.output
     assert "ensemble" in r.output and "accuracy=" in r.output

@@ -3,7 +3,7 @@ binary start (issue 16, item 7), from one trained teacher.
 
     python scripts/xdomain_stages.py --teacher CKPT_DIR --xdomain FILE.tsv [--out results/xdomain_stages.json]
                                      [--data-dir DIR] [--base DIR] [--max-len N]
-                                     [--extra-text none|NAMES|FILE.txt] [--ablations] [--two-stage]
+                                     [--extra-text none|NAMES|FILE.txt] [--ablations] [--two-stage] [--member]
     python scripts/xdomain_stages.py --merge RUN.json RUN2.json --out results/xdomain_stages.json
 
 Writes the JSON and a Markdown table beside it (same name, .md); --merge joins the steps of several runs of the
@@ -19,7 +19,8 @@ the same distilled half-width model with one part of the quantization left out a
 float weights with 4-bit activations; 8-bit activations). ``--two-stage`` runs the pipeline's binary start a second
 time with BinaryBERT's two-stage KD (``TrainConfig.kd='two_stage'``: attention + hidden-state MSE, then prediction KD)
 and scores its distilled and ternary steps: whether matching the teacher's layers keeps more of its reach than
-prediction KD alone. Without ``--teacher`` a teacher is trained first (``--seed``). Nothing here chooses a model on
+prediction KD alone. ``--member`` also trains and scores the first binary member after each binary start, as the pipeline does
+(member 0's seeds). Without ``--teacher`` a teacher is trained first (``--seed``). Nothing here chooses a model on
 the cross-domain set.
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="results/xdomain_stages.json")
     ap.add_argument("--ablations", action="store_true", help="also the quantized step with one part left out")
     ap.add_argument("--two-stage", action="store_true", help="also the binary start with two-stage KD")
+    ap.add_argument("--member", action="store_true", help="also train and score member 0 after each binary start")
     a = ap.parse_args(argv)
     if a.merge:
         runs = [json.loads(Path(f).read_text()) for f in a.merge]
@@ -98,7 +100,14 @@ def main(argv=None) -> None:
         score(names[name], model, clock[0])
         clock[0] = time.perf_counter()
 
-    P._binary_init(run, 0, "", on_step)
+    def member(init, kd: str) -> None:  # the pipeline's member 0 from this binary start
+        t0 = time.perf_counter()
+        model, _ = P._train_member(run, init, 0, 0)
+        score(f"binary member W1-E1-A4 (trained, {kd})", model, t0)
+
+    init = P._binary_init(run, 0, "", on_step)
+    if a.member:
+        member(init, "prediction KD")
     q = cfg.quant
     steps = [("ternary W2, float word table, A4 (trained)", replace(q, weight_mode="ternary", embed_mode="fp")),
              ("float weights and word table, A4 (trained)", replace(q, weight_mode="fp", embed_mode="fp")),
@@ -114,7 +123,9 @@ def main(argv=None) -> None:
         names.update(distilled="half width, distilled (fp32; the two-stage pass, same seeds)",
                      ternary="ternary W2-E2-A4, two-stage KD (trained)", pruned=None, tws=None)
         clock[0] = time.perf_counter()
-        P._binary_init(run, 0, "", lambda name, model: names[name] and on_step(name, model))
+        init = P._binary_init(run, 0, "", lambda name, model: names[name] and on_step(name, model))
+        if a.member:
+            member(init, "two-stage KD")
         run.cfg = cfg
     write_report({"teacher": a.teacher or f"trained here (seed {a.seed})", "xdomain": a.xdomain, "config": cfg.to_dict(),
                   "threads": torch.get_num_threads(), "rows": rows}, Path(a.out))

@@ -123,7 +123,12 @@ def main(argv=None) -> None:
         names.update(distilled="half width, distilled (fp32; the two-stage pass, same seeds)",
                      ternary="ternary W2-E2-A4, two-stage KD (trained)", pruned=None, tws=None)
         clock[0] = time.perf_counter()
-        init = P._binary_init(run, 0, "", lambda name, model: names[name] and on_step(name, model))
+
+        def on_scored_step(name: str, model) -> None:  # pruned and tws repeat the first pass: not scored again
+            if names[name]:
+                on_step(name, model)
+
+        init = P._binary_init(run, 0, "", on_scored_step)
         if a.member:
             member(init, "two-stage KD")
         run.cfg = cfg
